@@ -1,0 +1,1 @@
+"""lci: client SDK, CLI and MCP server for Lambda Code Interpreter."""

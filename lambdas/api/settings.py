@@ -1,0 +1,52 @@
+"""The API function's environment, as one pydantic model.
+
+The CDK stack sets exactly these variables (an infra test compares the keys with the fields),
+so infrastructure and runtime cannot drift. Field names are the upper-cased variable names.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lambdas.shared import limits
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    TABLE_NAME: str
+    BUCKET_NAME: str
+    # "lambda": boto3 invoke with TenantId; "inprocess": call the executor handler in this
+    # process (tests); the local stack injects its own environment-pool adapter.
+    EXECUTOR_MODE: Literal["lambda", "inprocess", "local"] = "lambda"
+    EXECUTOR_FUNCTION_NAME: str = ""
+    # Where long runs finish after the sync window: this function invoked asynchronously
+    # ("lambda"), or a thread of this process ("thread", local stack and tests).
+    BACKGROUND_MODE: Literal["lambda", "thread"] = "lambda"
+    SELF_FUNCTION_NAME: str = ""
+    STAGE: str = "dev"
+    NETWORK_MODE: Literal["isolated", "internet"] = "isolated"
+    SYNC_WAIT_MS: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0)
+    DEFAULT_TIMEOUT_MS: int = Field(default=limits.DEFAULT_TIMEOUT_MS, gt=0)
+    MAX_TIMEOUT_MS: int = Field(default=limits.MAX_TIMEOUT_MS, gt=0)
+    MAX_CODE_BYTES: int = Field(default=limits.MAX_CODE_BYTES, gt=0)
+    SESSION_TTL_SECONDS: int = Field(default=limits.DEFAULT_SESSION_TTL_SECONDS, gt=0)
+    MAX_UPLOAD_BYTES: int = Field(default=limits.MAX_UPLOAD_BYTES, gt=0)
+    QUOTA_EXECUTIONS: int = Field(default=limits.DEFAULT_QUOTA_EXECUTIONS, ge=0)
+    QUOTA_COMPUTE_MS: int = Field(default=limits.DEFAULT_QUOTA_COMPUTE_MS, ge=0)
+    EXECUTOR_MEMORY_LIMIT_MB: int = Field(default=limits.DEFAULT_MEMORY_LIMIT_MB, gt=0)
+    # S3 endpoint override (local stack: moto server); empty on AWS.
+    S3_ENDPOINT_URL: str = ""
+    DYNAMODB_ENDPOINT_URL: str = ""
+    POWERTOOLS_SERVICE_NAME: str = "lci-api"
+    POWERTOOLS_METRICS_NAMESPACE: str = "LambdaCodeInterpreter"
+    POWERTOOLS_LOG_LEVEL: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ApiSettings:
+    return ApiSettings.model_validate(dict(os.environ))

@@ -1,0 +1,53 @@
+"""Every limit, default and budget of the product, in one place.
+
+The API function, the executor, the local stack and the CDK stack all read these; the CDK
+context (cdk.json) may override the deploy-time ones and passes them to the API function as
+environment variables (see lambdas/api settings).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PYTHON_VERSION: Final = "3.13"
+
+# Execute requests
+DEFAULT_TIMEOUT_MS: Final = 30_000
+MAX_TIMEOUT_MS: Final = 300_000
+MIN_TIMEOUT_MS: Final = 100
+DEFAULT_SYNC_WAIT_MS: Final = 25_000  # under API Gateway's 29 s integration timeout
+MAX_CODE_BYTES: Final = 10 * 1024
+MAX_ENV_VARS: Final = 64
+MAX_ENV_VALUE_BYTES: Final = 4096
+MAX_PACKAGES_PER_REQUEST: Final = 32
+MAX_INLINE_FILES: Final = 16  # one-shot `files` in POST /v1/execute
+MAX_INLINE_FILES_BYTES: Final = 4 * 1024 * 1024  # stays under Lambda's 6 MB sync payload
+
+# Sessions
+DEFAULT_SESSION_TTL_SECONDS: Final = 3600
+MIN_SESSION_TTL_SECONDS: Final = 60
+MAX_SESSION_TTL_SECONDS: Final = 7 * 24 * 3600
+SESSION_LEASE_GRACE_SECONDS: Final = 30  # a lease outlives timeout by this much, then expires
+
+# Files
+MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024
+MAX_PATH_LENGTH: Final = 512
+MAX_FILES_PER_SESSION: Final = 1000
+PRESIGNED_UPLOAD_EXPIRES_SECONDS: Final = 900
+PRESIGNED_DOWNLOAD_EXPIRES_SECONDS: Final = 300
+MAX_OUTPUT_FILE_BYTES: Final = 100 * 1024 * 1024  # one file written by user code
+MAX_OUTPUT_FILES_PER_RUN: Final = 100
+
+# Executor: sandbox rlimits and output caps
+DEFAULT_MEMORY_LIMIT_MB: Final = 1536  # RLIMIT_AS of the worker (virtual address space)
+DEFAULT_CPU_LIMIT_SECONDS: Final = 300
+DEFAULT_FILE_SIZE_LIMIT_BYTES: Final = 512 * 1024 * 1024
+DEFAULT_OPEN_FILES_LIMIT: Final = 256
+DEFAULT_EXTRA_PROCESSES_LIMIT: Final = 64  # added to the current process count of the uid
+MAX_STREAM_BYTES: Final = 1024 * 1024  # stdout and stderr each
+MAX_RESULT_BYTES: Final = 5 * 1024 * 1024  # whole ExecutionResult, under the 6 MB sync payload
+MAX_STATE_BYTES: Final = 1024 * 1024 * 1024
+
+# Usage quotas per principal and calendar month (UTC); 0 means unlimited
+DEFAULT_QUOTA_EXECUTIONS: Final = 100_000
+DEFAULT_QUOTA_COMPUTE_MS: Final = 100 * 3600 * 1000
