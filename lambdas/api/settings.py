@@ -39,6 +39,8 @@ class ApiSettings(BaseModel):
     QUOTA_EXECUTIONS: int = Field(default=limits.DEFAULT_QUOTA_EXECUTIONS, ge=0)
     QUOTA_COMPUTE_MS: int = Field(default=limits.DEFAULT_QUOTA_COMPUTE_MS, ge=0)
     EXECUTOR_MEMORY_LIMIT_MB: int = Field(default=limits.DEFAULT_MEMORY_LIMIT_MB, gt=0)
+    # Base URL of the wheelhouse index the executor may read (on-demand packages); empty: none.
+    WHEELHOUSE_URL: str = ""
     # S3 endpoint override (local stack: moto server); empty on AWS.
     S3_ENDPOINT_URL: str = ""
     DYNAMODB_ENDPOINT_URL: str = ""

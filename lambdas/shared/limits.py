@@ -16,6 +16,9 @@ DEFAULT_TIMEOUT_MS: Final = 30_000
 MAX_TIMEOUT_MS: Final = 300_000
 MIN_TIMEOUT_MS: Final = 100
 DEFAULT_SYNC_WAIT_MS: Final = 25_000  # under API Gateway's 29 s integration timeout
+# A run whose timeout plus this margin fits in the sync window is invoked inline (no hop).
+SYNC_FAST_PATH_MARGIN_MS: Final = 2_000
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 MAX_CODE_BYTES: Final = 10 * 1024
 MAX_ENV_VARS: Final = 64
 MAX_ENV_VALUE_BYTES: Final = 4096
@@ -28,6 +31,9 @@ DEFAULT_SESSION_TTL_SECONDS: Final = 3600
 MIN_SESSION_TTL_SECONDS: Final = 60
 MAX_SESSION_TTL_SECONDS: Final = 7 * 24 * 3600
 SESSION_LEASE_GRACE_SECONDS: Final = 30  # a lease outlives timeout by this much, then expires
+# A run still "running" this long after its timeout (plus the lease grace) was lost with the
+# process that ran it: it is reported as an error, and a late background delivery is not run.
+LOST_RUN_AFTER_SECONDS: Final = 300
 
 # Files
 MAX_UPLOAD_BYTES: Final = 100 * 1024 * 1024

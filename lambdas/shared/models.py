@@ -181,6 +181,9 @@ class StateReport(_Model):
     uploaded: bool = False
     size: int = 0
     dropped: list[str] = Field(default_factory=list)  # variables that could not be pickled
+    # User variables in the namespace after the run, `{name, type}` (type: the class name);
+    # the API shows them in GET /v1/sessions/{id}. Optional: an executor may leave it empty.
+    variables: list[dict[str, str]] = Field(default_factory=list)
 
 
 class ExecutorResponse(_Model):

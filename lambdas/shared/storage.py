@@ -11,6 +11,9 @@ from typing import Any, Final
 TABLE_PARTITION_KEY: Final = "pk"
 TABLE_SORT_KEY: Final = "sk"
 TABLE_TTL_ATTRIBUTE: Final = "ttl"
+# The table's stream feeds the API function (`Records` events): when TTL removes a session item,
+# the API deletes that session's S3 objects and notebook cells. Keys are all it needs.
+TABLE_STREAM_VIEW_TYPE: Final = "KEYS_ONLY"
 
 # S3 key layout (the API's S3 adapter builds keys only through these prefixes)
 SESSIONS_PREFIX: Final = "sessions/"

@@ -1,0 +1,281 @@
+"""`Client`: the SDK for the Lambda Code Interpreter HTTP API (SPEC §3).
+
+Works the same against the local stack (`make dev`) and a deployed API Gateway endpoint. One
+keep-alive connection pool per client; S3 transfers (presigned POST / GET) go straight to S3 and
+never carry the API key.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lci.errors import LciError
+from lci.models import ExecutionResult, FileInfo, PackageList, Session, Usage
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+ENDPOINT_ENV = "LCI_ENDPOINT"
+API_KEY_ENV = "LCI_API_KEY"
+# A sync call waits at most ~25 s server-side (then 202); leave headroom for the network.
+DEFAULT_HTTP_TIMEOUT_SECONDS = 60.0
+DEFAULT_POLL_INTERVAL_SECONDS = 0.25
+MAX_POLL_INTERVAL_SECONDS = 2.0
+
+
+class Client:
+    """A Lambda Code Interpreter API client.
+
+    >>> client = Client("http://127.0.0.1:8080", "my-key")      # doctest: +SKIP
+    >>> session = client.create_session()                         # doctest: +SKIP
+    >>> client.execute("x = 21 * 2\\nx", session_id=session.session_id).text   # doctest: +SKIP
+    '42'
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_HTTP_TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        # Only the first key of a comma-separated LCI_API_KEY (the local stack's format) is ours.
+        self.api_key = self.api_key.split(",")[0].strip()
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        expected: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any]:
+        """Call the API; return `(status, decoded JSON body or None)` or raise `LciError`."""
+        all_headers = {"x-api-key": self.api_key} if self.api_key else {}
+        all_headers.update(headers or {})
+        try:
+            response = self._http.request(
+                method, self.endpoint + path, json=json, headers=all_headers
+            )
+        except httpx.HTTPError as exc:
+            raise LciError(0, "CONNECTION_ERROR", f"{self.endpoint}: {exc}") from exc
+        body: Any = None
+        if response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+        if response.status_code not in expected:
+            raise LciError.from_response(response.status_code, body)
+        return response.status_code, body
+
+    # -- health / catalogue ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/health")[1]
+
+    def packages(self) -> PackageList:
+        return PackageList.from_dict(self.request("GET", "/v1/packages")[1])
+
+    def usage(self) -> Usage:
+        return Usage.from_dict(self.request("GET", "/v1/usage")[1])
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    def create_session(self, ttl_seconds: int | None = None) -> Session:
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return Session.from_dict(
+            self.request("POST", "/v1/sessions", json=body, expected=(200, 201))[1]
+        )
+
+    def get_session(self, session_id: str) -> Session:
+        return Session.from_dict(self.request("GET", f"/v1/sessions/{_seg(session_id)}")[1])
+
+    def delete_session(self, session_id: str) -> None:
+        self.request("DELETE", f"/v1/sessions/{_seg(session_id)}", expected=(200, 204))
+
+    def notebook(self, session_id: str) -> dict[str, Any]:
+        """The session's cells and outputs as an nbformat v4 document."""
+        return self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[1]
+
+    # -- execution ---------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        code: str,
+        *,
+        session_id: str | None = None,
+        timeout_ms: int | None = None,
+        packages: list[str] | None = None,
+        requirements: str | None = None,
+        env: dict[str, str] | None = None,
+        files: dict[str, bytes] | None = None,
+        wait: bool = True,
+        idempotency_key: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        on_poll: Callable[[ExecutionResult], None] | None = None,
+    ) -> ExecutionResult:
+        """Run `code` in a session (or one-shot without `session_id`).
+
+        `wait=True` (default) returns the finished result, polling `GET /v1/executions/{id}`
+        when the server hands back 202 after its sync window. `wait=False` returns at once with
+        `status == "running"`; call `wait_for(result.execution_id)` later. `files` (one-shot
+        only) are put into the workspace before the run: `{relative path: bytes}`.
+        """
+        body: dict[str, Any] = {"code": code, "wait": wait}
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        if packages:
+            body["packages"] = list(packages)
+        if requirements:
+            body["requirements"] = requirements
+        if env:
+            body["env"] = dict(env)
+        if files:
+            if session_id:
+                raise ValueError("inline files are for one-shot runs; upload_file() for sessions")
+            import base64
+
+            body["files"] = [
+                {"path": path, "content_base64": base64.b64encode(data).decode()}
+                for path, data in files.items()
+            ]
+        path = f"/v1/sessions/{_seg(session_id)}/execute" if session_id else "/v1/execute"
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        _, data = self.request("POST", path, json=body, headers=headers, expected=(200, 202))
+        result = ExecutionResult.from_dict(data)
+        if wait and result.running:
+            return self.wait_for(result.execution_id, poll_interval=poll_interval, on_poll=on_poll)
+        return result
+
+    def get_execution(self, execution_id: str) -> ExecutionResult:
+        return ExecutionResult.from_dict(
+            self.request("GET", f"/v1/executions/{_seg(execution_id)}")[1]
+        )
+
+    def wait_for(
+        self,
+        execution_id: str,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        timeout: float | None = None,
+        on_poll: Callable[[ExecutionResult], None] | None = None,
+    ) -> ExecutionResult:
+        """Poll an execution until it is no longer running (backing off up to 2 s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval
+        while True:
+            result = self.get_execution(execution_id)
+            if not result.running:
+                return result
+            if on_poll is not None:
+                on_poll(result)
+            if deadline is not None and time.monotonic() > deadline:
+                raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
+            time.sleep(interval)
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL_SECONDS)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def upload_file(
+        self,
+        session_id: str,
+        source: str | os.PathLike[str] | bytes,
+        remote_path: str | None = None,
+    ) -> FileInfo:
+        """Upload a local file (or bytes) into the session workspace via the presigned POST."""
+        if isinstance(source, bytes):
+            if not remote_path:
+                raise ValueError("remote_path is required when uploading bytes")
+            data = source
+        else:
+            data = Path(source).read_bytes()
+            remote_path = remote_path or Path(source).name
+        _, grant = self.request(
+            "POST",
+            f"/v1/sessions/{_seg(session_id)}/files",
+            json={"path": remote_path, "size": len(data)},
+        )
+        upload = grant["upload"]
+        content_type = mimetypes.guess_type(remote_path)[0] or "application/octet-stream"
+        try:
+            # S3 wants the policy fields first and the file last: httpx sends `data` first.
+            response = self._http.post(
+                upload["url"],
+                data=upload["fields"],
+                files={"file": (Path(remote_path).name, data, content_type)},
+            )
+        except httpx.HTTPError as exc:
+            raise LciError(0, "UPLOAD_FAILED", f"upload to storage failed: {exc}") from exc
+        if response.status_code >= 300:
+            raise LciError(response.status_code, "UPLOAD_FAILED", response.text[:500])
+        return FileInfo(path=grant.get("path", remote_path), size=len(data))
+
+    def list_files(self, session_id: str) -> list[FileInfo]:
+        _, body = self.request("GET", f"/v1/sessions/{_seg(session_id)}/files")
+        return [FileInfo.from_dict(f) for f in body.get("files") or []]
+
+    def file_info(self, session_id: str, remote_path: str) -> FileInfo:
+        _, body = self.request(
+            "GET", f"/v1/sessions/{_seg(session_id)}/files/{quote(remote_path, safe='/')}"
+        )
+        return FileInfo.from_dict(body)
+
+    def download_file(
+        self,
+        session_id: str,
+        remote_path: str,
+        local_path: str | os.PathLike[str] | None = None,
+    ) -> bytes:
+        """Download a workspace file through its presigned URL; also write it if `local_path`."""
+        info = self.file_info(session_id, remote_path)
+        if not info.download_url:
+            raise LciError(0, "DOWNLOAD_FAILED", f"no download URL for {remote_path}")
+        data = self.fetch(info.download_url)
+        if local_path is not None:
+            Path(local_path).write_bytes(data)
+        return data
+
+    def fetch(self, url: str) -> bytes:
+        """GET a presigned URL (no API key: it goes to S3)."""
+        try:
+            response = self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise LciError(0, "DOWNLOAD_FAILED", f"download from storage failed: {exc}") from exc
+        if response.status_code != 200:
+            raise LciError(response.status_code, "DOWNLOAD_FAILED", response.text[:500])
+        return response.content
+
+    def delete_file(self, session_id: str, remote_path: str) -> None:
+        self.request(
+            "DELETE",
+            f"/v1/sessions/{_seg(session_id)}/files/{quote(remote_path, safe='/')}",
+            expected=(200, 204),
+        )
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: an id can never inject `/` or `?` into the path."""
+    return quote(value, safe="")

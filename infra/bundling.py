@@ -1,0 +1,118 @@
+"""Asset preparation without Docker: source staging and the API function's dependency layer.
+
+Both run on the machine that synthesizes. Dependencies are installed by pip for the Lambda
+platform (manylinux wheels, cp313, the target architecture), cached by a hash of their pins, so
+only the first synth of a pin set needs PyPI; every later synth (and `cdk deploy`) is offline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from infra.config import PROJECT_ROOT
+from lambdas.shared import limits
+
+# The API function's runtime dependencies; their version pins come from requirements.txt so the
+# local stack, the tests and the deployment run the same versions. boto3 is bundled (not taken
+# from the runtime) because executor invocation relies on the recent `TenantId` parameter.
+API_DISTRIBUTIONS = ("aws-lambda-powertools", "pydantic", "boto3", "packaging", "nbformat")
+PIP_PLATFORMS = {
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"),
+    "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"),
+}
+DEPENDENCY_CACHE = PROJECT_ROOT / ".cache" / "api-deps"
+_BUNDLING_VERSION = "1"  # bump when the install command below changes
+
+
+class BundlingError(RuntimeError):
+    """Assets cannot be prepared; the message says what to run or fix."""
+
+
+def api_requirement_specs(requirements_file: Path | None = None) -> list[str]:
+    """The pinned specs (with extras) of API_DISTRIBUTIONS, read from requirements.txt."""
+    path = requirements_file or PROJECT_ROOT / "requirements.txt"
+    specs: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match and match.group(1).lower() in API_DISTRIBUTIONS:
+            specs[match.group(1).lower()] = line
+    for name in API_DISTRIBUTIONS:
+        specs.setdefault(name, name)  # not pinned there: latest compatible wheel
+    return [specs[name] for name in API_DISTRIBUTIONS]
+
+
+def api_dependencies_layer(architecture: str, specs: list[str] | None = None) -> Path:
+    """A directory holding `python/<packages>` for the API function, built once per pin set."""
+    specs = specs or api_requirement_specs()
+    key = hashlib.sha256(
+        "\n".join([_BUNDLING_VERSION, architecture, limits.PYTHON_VERSION, *specs]).encode()
+    ).hexdigest()[:16]
+    target = DEPENDENCY_CACHE / f"{architecture}-{key}"
+    if (target / "python").is_dir():
+        return target
+    DEPENDENCY_CACHE.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=DEPENDENCY_CACHE))
+    try:
+        _pip_install(specs, architecture, building / "python")
+        _slim(building / "python")
+        try:
+            building.rename(target)
+        except OSError:  # a concurrent synth finished first: its result is identical
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return target
+
+
+def _pip_install(specs: list[str], architecture: str, destination: Path) -> None:
+    platforms = [arg for tag in PIP_PLATFORMS[architecture] for arg in ("--platform", tag)]
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--target", str(destination), *platforms, "--implementation", "cp",
+        "--python-version", limits.PYTHON_VERSION, "--only-binary=:all:", "--no-compile",
+        *specs,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BundlingError(
+            "could not install the API function's dependencies for the Lambda platform "
+            f"({' '.join(specs)}); the first synth of a pin set needs PyPI.\n{result.stderr}"
+        )
+
+
+def _slim(site_packages: Path) -> None:
+    for pattern in ("__pycache__", "bin"):
+        for path in list(site_packages.rglob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def stage_sources(
+    relative_paths: list[str], *, optional: tuple[str, ...] = (), root: Path = PROJECT_ROOT
+) -> Path:
+    """Copy exactly these files/directories of the project into a fresh directory (removed at
+    exit; CDK copies assets into the cloud assembly when the construct is created). Paths in
+    `optional` are skipped when absent."""
+    staging = Path(tempfile.mkdtemp(prefix="lci-asset-"))
+    atexit.register(shutil.rmtree, staging, True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+    for relative in relative_paths:
+        source = root / relative
+        destination = staging / relative
+        if source.is_dir():
+            shutil.copytree(source, destination, ignore=ignore)
+        elif source.is_file():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+        elif relative not in optional:
+            raise BundlingError(f"asset source {relative} does not exist under {root}")
+    return staging

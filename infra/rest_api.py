@@ -1,0 +1,176 @@
+"""The REST API: the routes of SPEC §3, each proxied to the API function.
+
+An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
+usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
+(missing key, throttling, quota, unknown route, invalid body) use the product's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import StackConfig
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # below the stage root, e.g. "v1/sessions/{session_id}"
+    body_model: str | None = None  # key of REQUEST_MODELS
+    public: bool = False  # no API key
+
+
+# Minimal request shapes checked at the edge (a JSON object with these string properties);
+# the API function validates everything in full.
+REQUEST_MODELS: dict[str, tuple[str, ...]] = {
+    "Execute": ("code",),
+    "FileUpload": ("path",),
+}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "v1/health", public=True),
+    Route("GET", "v1/openapi.json", public=True),
+    Route("POST", "v1/sessions"),
+    Route("GET", "v1/sessions/{session_id}"),
+    Route("DELETE", "v1/sessions/{session_id}"),
+    Route("POST", "v1/sessions/{session_id}/execute", body_model="Execute"),
+    Route("POST", "v1/execute", body_model="Execute"),
+    Route("GET", "v1/executions/{execution_id}"),
+    Route("POST", "v1/sessions/{session_id}/files", body_model="FileUpload"),
+    Route("GET", "v1/sessions/{session_id}/files"),
+    Route("GET", "v1/sessions/{session_id}/files/{path+}"),
+    Route("DELETE", "v1/sessions/{session_id}/files/{path+}"),
+    Route("GET", "v1/sessions/{session_id}/notebook"),
+    Route("GET", "v1/packages"),
+    Route("GET", "v1/usage"),
+)
+
+# API Gateway's rejections, in the product's `{"error": {"code", "message"}}` shape.
+# `$context.error.messageString` is already a quoted JSON string.
+GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
+    # response type: (HTTP status, error code); the DEFAULT_* fallbacks keep each response's own
+    # status (setting one there would rewrite the status of every 4xx/5xx)
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "NOT_FOUND"),  # what API Gateway says to unknown routes
+    "INVALID_API_KEY": ("403", "UNAUTHORIZED"),
+    "ACCESS_DENIED": ("403", "UNAUTHORIZED"),
+    "THROTTLED": ("429", "RATE_LIMITED"),
+    "QUOTA_EXCEEDED": ("429", "QUOTA_EXCEEDED"),
+    "BAD_REQUEST_BODY": ("400", "INVALID_REQUEST"),
+    "BAD_REQUEST_PARAMETERS": ("400", "INVALID_REQUEST"),
+    "REQUEST_TOO_LARGE": ("413", "PAYLOAD_TOO_LARGE"),
+    "DEFAULT_4XX": (None, "INVALID_REQUEST"),
+    "DEFAULT_5XX": (None, "INTERNAL"),
+}
+_ERROR_MESSAGES = {
+    "NOT_FOUND": '"no such route"',
+    "UNAUTHORIZED": '"missing or unknown API key (header x-api-key)"',
+    "INTERNAL": '"internal error"',
+}
+
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integration.latency",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "sourceIp": "$context.identity.sourceIp",
+    "errorType": "$context.error.responseType",
+    "xrayTraceId": "$context.xrayTraceId",
+}
+
+
+class RestApi(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StackConfig,
+        handler: lambda_.IFunction,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            description=f"Lambda Code Interpreter ({config.stage})",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=config.apiGatewayCloudWatchRole,
+            deploy_options=apigw.StageOptions(
+                stage_name=config.stage,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
+                tracing_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # would log request bodies, i.e. user code
+                metrics_enabled=True,
+            ),
+            default_method_options=apigw.MethodOptions(api_key_required=True),
+        )
+        self.validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        models = {
+            name: self.api.add_model(
+                f"{name}Model",
+                content_type="application/json",
+                schema=apigw.JsonSchema(
+                    schema=apigw.JsonSchemaVersion.DRAFT4,
+                    type=apigw.JsonSchemaType.OBJECT,
+                    required=list(required),
+                    properties={
+                        prop: apigw.JsonSchema(type=apigw.JsonSchemaType.STRING)
+                        for prop in required
+                    },
+                ),
+            )
+            for name, required in REQUEST_MODELS.items()
+        }
+        integration = apigw.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
+        for route in ROUTES:
+            resource = self.api.root.resource_for_path(route.path)
+            resource.add_method(
+                route.method,
+                integration,
+                api_key_required=not route.public,
+                request_validator=self.validator,
+                request_models=(
+                    {"application/json": models[route.body_model]} if route.body_model else None
+                ),
+            )
+        for response_type, (status, code) in GATEWAY_ERRORS.items():
+            message = _ERROR_MESSAGES.get(code, "$context.error.messageString")
+            self.api.add_gateway_response(
+                f"Error{response_type.title().replace('_', '')}",
+                type=apigw.ResponseType.of(response_type),
+                status_code=status,
+                templates={
+                    "application/json": f'{{"error":{{"code":"{code}","message":{message}}}}}'
+                },
+            )
+
+        self.api_key = self.api.add_api_key("DefaultKey")
+        self.usage_plan = self.api.add_usage_plan(
+            "UsagePlan",
+            description=f"Lambda Code Interpreter ({config.stage}): per-key throttle and quota",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=config.throttleRateLimit, burst_limit=config.throttleBurstLimit
+            ),
+            quota=apigw.QuotaSettings(
+                limit=config.quotaRequestsPerMonth, period=apigw.Period.MONTH
+            ),
+            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+        )
+        self.usage_plan.add_api_key(self.api_key)

@@ -1,0 +1,115 @@
+"""Background port: where a run keeps going after the sync window closes.
+
+`ThreadBackground` (local stack, tests) runs the job on a thread pool of this process; its
+handle's `wait` is an Event wait. `LambdaBackground` invokes this very function asynchronously
+with `{"lci_background": {"execution_id": ...}}` (the handler recognises that event and runs the
+stored job); its handle polls the execution record with strongly consistent reads and backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from lambdas.shared.models import ExecutionResult
+
+BACKGROUND_EVENT_KEY = "lci_background"
+
+Runner = Callable[[], ExecutionResult]
+Poller = Callable[[], ExecutionResult | None]
+
+
+class BackgroundHandle(Protocol):
+    def wait(self, timeout_s: float) -> ExecutionResult | None:
+        """The finished result, or None if the run is still going after `timeout_s`."""
+        ...
+
+
+class BackgroundPort(Protocol):
+    # True: the run happens in another invocation, which reads the job from the stored record.
+    runs_remotely: bool
+
+    def submit(self, execution_id: str, run: Runner, poll: Poller) -> BackgroundHandle:
+        """Start the run elsewhere. `run` executes the job in-process; `poll` reads the stored
+        record (None while it is still running). An adapter uses whichever fits."""
+        ...
+
+
+class _ThreadHandle:
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: ExecutionResult | None = None
+
+    def finish(self, result: ExecutionResult | None) -> None:
+        self._result = result
+        self._done.set()
+
+    def wait(self, timeout_s: float) -> ExecutionResult | None:
+        if not self._done.wait(max(0.0, timeout_s)):
+            return None
+        return self._result
+
+
+class ThreadBackground:
+    runs_remotely = False
+
+    def __init__(self, max_workers: int = 64) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lci-run")
+
+    def submit(self, execution_id: str, run: Runner, poll: Poller) -> BackgroundHandle:
+        handle = _ThreadHandle()
+
+        def job() -> None:
+            result: ExecutionResult | None = None
+            try:
+                result = run()
+            finally:
+                handle.finish(result)
+
+        self._pool.submit(job)
+        return handle
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _PollingHandle:
+    def __init__(self, poll: Poller, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._poll = poll
+        self._sleep = sleep
+
+    def wait(self, timeout_s: float) -> ExecutionResult | None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            result = self._poll()
+            if result is not None:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._sleep(min(delay, remaining))
+            delay = min(delay * 1.6, 1.0)
+
+
+class LambdaBackground:
+    runs_remotely = True
+
+    def __init__(self, function_name: str) -> None:
+        import boto3  # lazy: keeps the handler module cheap to import
+
+        self._function_name = function_name
+        self._client: Any = boto3.client("lambda")
+
+    def submit(self, execution_id: str, run: Runner, poll: Poller) -> BackgroundHandle:
+        import json
+
+        self._client.invoke(
+            FunctionName=self._function_name,
+            InvocationType="Event",
+            Payload=json.dumps({BACKGROUND_EVENT_KEY: {"execution_id": execution_id}}).encode(),
+        )
+        return _PollingHandle(poll)

@@ -1,0 +1,448 @@
+"""DynamoDB adapter: the API's one table (single-table design).
+
+Key design (pk / sk are strings; `ttl` is epoch seconds, DynamoDB deletes expired items up to two
+days late, so every read also checks the item's own expiry):
+
+| item           | pk                                      | sk                   |
+|----------------|-----------------------------------------|----------------------|
+| session        | SESSION#{session_id}                    | META                 |
+| notebook cell  | SESSION#{session_id}                    | CELL#{count:010d}    |
+| execution      | EXECUTION#{execution_id}                | META                 |
+| usage counter  | USAGE#{principal}                       | PERIOD#{YYYY-MM}     |
+| idempotency    | IDEMPOTENCY#{principal}#{sha256(key)}   | META                 |
+
+Session item: principal, created_at / last_used_at (ISO), expires_at (epoch, sliding),
+ttl_seconds, state_version (last committed snapshot), execution_count, variables, has_files
+(False until an upload form is issued or a run may have written files: runs then skip the
+S3 listing), and while a run is in flight `lease_id` + `lease_expires_at`. The lease is taken
+with one conditional write (exists, owned, not expired, not leased — or the previous lease has
+expired, so a crashed call cannot wedge a session) and given back by the run's commit, which is
+conditional on still holding it: two runs on one session never both commit.
+
+A finished run writes ONE TransactWriteItems: the session commit (lease release, state_version
++ 1 if a snapshot was uploaded, execution_count, variables, sliding expiry), its notebook cell
+(same partition as the session, so one Query returns the notebook in order) and the execution
+record; then `UpdateItem ADD executions, compute_ms` on the usage counter (outside the
+transaction: all runs of a principal share that item).
+
+Execution records hold `status`, `result` (JSON text; larger documents live in S3 and the item
+keeps `result_s3_key`), and while running `lost_after` (epoch; a record still running after it
+is reported lost) and, for the Lambda background runner, `job` + `job_started` (run once).
+Idempotency items map a principal's key to an execution id and the request's hash (24 h).
+
+Only this module talks to DynamoDB; it returns plain Python values (ints, not Decimals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
+from lambdas.shared.storage import TABLE_SORT_KEY as SK
+from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
+
+META = "META"
+_COMMIT_ATTEMPTS = 4
+
+
+class ConditionFailed(Exception):
+    """A conditional write lost (item missing, lease held by someone else, already claimed)."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def session_key(session_id: str) -> dict[str, str]:
+    return {PK: f"SESSION#{session_id}", SK: META}
+
+
+def execution_key(execution_id: str) -> dict[str, str]:
+    return {PK: f"EXECUTION#{execution_id}", SK: META}
+
+
+def usage_key(principal: str, period: str) -> dict[str, str]:
+    return {PK: f"USAGE#{principal}", SK: f"PERIOD#{period}"}
+
+
+def idempotency_key(principal: str, key_hash: str) -> dict[str, str]:
+    return {PK: f"IDEMPOTENCY#{principal}#{key_hash}", SK: META}
+
+
+CELL_PREFIX = "CELL#"
+
+
+def cell_key(session_id: str, execution_count: int) -> dict[str, str]:
+    return {PK: f"SESSION#{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
+
+
+@dataclass(frozen=True)
+class SessionCommit:
+    """How a finished run changes its session: release the lease `lease_id`, slide the expiry,
+    and (when given) set the execution count, the committed state version and the variables."""
+
+    session_id: str
+    lease_id: str
+    last_used_at: str
+    expires_at: int
+    execution_count: int | None = None
+    state_version: int | None = None
+    variables: list[dict[str, str]] | None = None
+    has_files: bool | None = None
+
+    def update(self) -> tuple[str, dict[str, Any], dict[str, str]]:
+        sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
+        values: dict[str, Any] = {
+            ":lease": self.lease_id,
+            ":used": self.last_used_at,
+            ":exp": self.expires_at,
+        }
+        for name, value in (
+            ("execution_count", self.execution_count),
+            ("state_version", self.state_version),
+            ("variables", self.variables),
+            ("has_files", self.has_files),
+        ):
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = value
+        expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
+        return expression, values, {"#ttl": TTL}
+
+
+@dataclass(frozen=True)
+class UsageDelta:
+    principal: str
+    period: str
+    executions: int
+    compute_ms: int
+    ttl: int
+
+
+class _Wire:
+    """Python values <-> DynamoDB attribute values (what boto3's resource layer does, done here
+    because resources are not thread-safe and the API serves requests on several threads)."""
+
+    def __init__(self) -> None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        self._serializer = TypeSerializer()
+        self._deserializer = TypeDeserializer()
+
+    def dump(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._serializer.serialize(v) for k, v in values.items()}
+
+    def load(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._deserializer.deserialize(v) for k, v in item.items()}
+
+
+class _TableOps:
+    """The few Table operations the adapter uses, on the thread-safe low-level client."""
+
+    def __init__(self, client: Any, name: str, wire: _Wire) -> None:
+        self._client = client
+        self._wire = wire
+        self.name = name
+
+    def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        args = {"TableName": self.name, **kwargs}
+        for field in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
+            if field in args:
+                args[field] = self._wire.dump(args[field])
+        return args
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        response = self._client.get_item(**self._args(kwargs))
+        return {"Item": self._wire.load(response["Item"])} if "Item" in response else {}
+
+    def put_item(self, **kwargs: Any) -> None:
+        self._client.put_item(**self._args(kwargs))
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        response = self._client.update_item(**self._args(kwargs))
+        return {"Attributes": self._wire.load(response.get("Attributes", {}))}
+
+    def delete_item(self, **kwargs: Any) -> None:
+        self._client.delete_item(**self._args(kwargs))
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        response = self._client.query(**self._args(kwargs))
+        page: dict[str, Any] = {"Items": [self._wire.load(i) for i in response.get("Items", [])]}
+        if "LastEvaluatedKey" in response:
+            page["LastEvaluatedKey"] = self._wire.load(response["LastEvaluatedKey"])
+        return page
+
+    def delete_keys(self, keys: list[dict[str, str]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
+        for start in range(0, len(keys), 25):
+            requests: Any = {
+                self.name: [
+                    {"DeleteRequest": {"Key": self._wire.dump(k)}} for k in keys[start : start + 25]
+                ]
+            }
+            for _attempt in range(8):
+                unprocessed = self._client.batch_write_item(RequestItems=requests).get(
+                    "UnprocessedItems"
+                )
+                if not unprocessed:
+                    break
+                requests = unprocessed
+                time.sleep(0.05)
+
+
+class DynamoTable:
+    """All reads and writes of the API table."""
+
+    def __init__(self, table_name: str, endpoint_url: str = "") -> None:
+        import boto3  # lazy: keeps the handler module cheap to import
+
+        self._client = boto3.client("dynamodb", endpoint_url=endpoint_url or None)
+        self._wire = _Wire()
+        self._table = _TableOps(self._client, table_name, self._wire)
+
+    # --- generic ------------------------------------------------------------------------------
+
+    def _get(self, key: dict[str, str], consistent: bool = True) -> dict[str, Any] | None:
+        item = self._table.get_item(Key=key, ConsistentRead=consistent).get("Item")
+        return _plain(item) if item else None
+
+    def _update(
+        self,
+        key: dict[str, str],
+        expression: str,
+        values: dict[str, Any] | None = None,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "Key": key,
+            "UpdateExpression": expression,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            return _plain(self._table.update_item(**kwargs)["Attributes"])
+        except self._client.exceptions.ConditionalCheckFailedException as exc:
+            raise ConditionFailed from exc
+
+    def _put_new(self, key: dict[str, str], attributes: dict[str, Any]) -> None:
+        try:
+            self._table.put_item(
+                Item={**key, **attributes},
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PK},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as exc:
+            raise ConditionFailed from exc
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def create_session(self, session_id: str, attributes: dict[str, Any]) -> None:
+        self._put_new(session_key(session_id), {**attributes, TTL: attributes["expires_at"]})
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return self._get(session_key(session_id))
+
+    def acquire_lease(
+        self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
+    ) -> dict[str, Any]:
+        """Take the run lease of a live session owned by `principal`; returns the session item.
+        ConditionFailed if it is missing, foreign, expired or leased by a run in flight."""
+        return self._update(
+            session_key(session_id),
+            "SET lease_id = :lease, lease_expires_at = :lease_exp",
+            {":lease": lease_id, ":lease_exp": lease_expires_at, ":now": now, ":p": principal},
+            condition=(
+                "attribute_exists(#pk) AND principal = :p AND expires_at >= :now AND "
+                "(attribute_not_exists(lease_id) OR lease_expires_at < :now)"
+            ),
+            names={"#pk": PK},
+        )
+
+    def finish_run(self, commit: SessionCommit) -> None:
+        """Release the lease, committing what the run produced, in one conditional write.
+        ConditionFailed: the lease is no longer ours, so nothing is committed."""
+        expression, values, names = commit.update()
+        self._update(
+            session_key(commit.session_id),
+            expression,
+            values,
+            condition="lease_id = :lease",
+            names=names,
+        )
+
+    def commit_run(
+        self,
+        *,
+        execution_id: str,
+        execution: dict[str, Any],
+        session: SessionCommit | None = None,
+        cell: tuple[str, int, dict[str, Any]] | None = None,
+    ) -> None:
+        """What a finished run writes, in ONE transaction: the session commit (lease release,
+        version, count; conditional on still holding the lease), the notebook cell and the
+        execution record. ConditionFailed: the lease was lost and nothing was written.
+
+        Usage counters are not part of it: every run of a principal adds to the same item, and
+        concurrent transactions on one item cancel each other (TransactionConflict)."""
+        wire = self._wire.dump
+        table = self._table.name
+        items: list[Any] = []
+        if session is not None:
+            expression, values, names = session.update()
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": wire(session_key(session.session_id)),
+                        "UpdateExpression": expression,
+                        "ConditionExpression": "lease_id = :lease",
+                        "ExpressionAttributeValues": wire(values),
+                        "ExpressionAttributeNames": names,
+                    }
+                }
+            )
+        if cell is not None:
+            cell_session, count, attributes = cell
+            items.append(
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": wire({**cell_key(cell_session, count), **attributes}),
+                    }
+                }
+            )
+        items.append(
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": wire({**execution_key(execution_id), **execution}),
+                }
+            }
+        )
+        # The token makes a retry after a lost response a no-op instead of a second commit.
+        token = f"commit-{execution_id}"[:36]
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+                return
+            except self._client.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise ConditionFailed from exc
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+            except Exception:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+            time.sleep(0.02 * 2**attempt)
+
+    def add_usage(self, usage: UsageDelta) -> None:
+        self._update(
+            usage_key(usage.principal, usage.period),
+            "ADD executions :n, compute_ms :ms SET #ttl = :ttl",
+            {":n": usage.executions, ":ms": usage.compute_ms, ":ttl": usage.ttl},
+            names={"#ttl": TTL},
+        )
+
+    def mark_has_files(self, session_id: str) -> None:
+        """Files may exist under the session's prefix: runs must list them (see has_files)."""
+        with contextlib.suppress(ConditionFailed):
+            self._update(
+                session_key(session_id),
+                "SET has_files = :yes",
+                {":yes": True},
+                condition="attribute_exists(#pk)",
+                names={"#pk": PK},
+            )
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete the session item and all its notebook cells."""
+        keys = [session_key(session_id)]
+        keys += [{PK: c[PK], SK: c[SK]} for c in self._query_cells(session_id, keys_only=True)]
+        self._table.delete_keys(keys)
+
+    # --- notebook cells -----------------------------------------------------------------------
+
+    def _query_cells(self, session_id: str, keys_only: bool = False) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :cell)",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+            "ExpressionAttributeValues": {":pk": f"SESSION#{session_id}", ":cell": CELL_PREFIX},
+            "ConsistentRead": True,
+        }
+        if keys_only:
+            kwargs["ProjectionExpression"] = "#pk, #sk"
+        items: list[Any] = []
+        while True:
+            page = self._table.query(**kwargs)
+            items += [_plain(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_cells(self, session_id: str) -> list[dict[str, Any]]:
+        return self._query_cells(session_id)
+
+    # --- executions ---------------------------------------------------------------------------
+
+    def put_execution(self, execution_id: str, attributes: dict[str, Any]) -> None:
+        self._table.put_item(Item={**execution_key(execution_id), **attributes})
+
+    def create_execution(self, execution_id: str, attributes: dict[str, Any]) -> None:
+        """Put the record unless one exists already (ConditionFailed then)."""
+        self._put_new(execution_key(execution_id), attributes)
+
+    def claim_job(self, execution_id: str) -> bool:
+        """Mark a running execution's job as started; False if it already was (a duplicate
+        asynchronous delivery must not run the job twice)."""
+        try:
+            self._update(
+                execution_key(execution_id),
+                "SET job_started = :yes",
+                {":yes": True, ":running": "running"},
+                condition="attribute_exists(job) AND #status = :running "
+                "AND attribute_not_exists(job_started)",
+                names={"#status": "status"},
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def delete_execution(self, execution_id: str) -> None:
+        self._table.delete_item(Key=execution_key(execution_id))
+
+    def get_execution(self, execution_id: str, consistent: bool = True) -> dict[str, Any] | None:
+        return self._get(execution_key(execution_id), consistent)
+
+    # --- usage --------------------------------------------------------------------------------
+
+    def get_usage(self, principal: str, period: str) -> dict[str, Any]:
+        return self._get(usage_key(principal, period), consistent=False) or {}
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    def get_idempotency(self, principal: str, key_hash: str) -> dict[str, Any] | None:
+        return self._get(idempotency_key(principal, key_hash))
+
+    def claim_idempotency(self, principal: str, key_hash: str, attributes: dict[str, Any]) -> None:
+        """Record which execution answers this key; ConditionFailed if already claimed."""
+        self._put_new(idempotency_key(principal, key_hash), attributes)
+
+    def delete_idempotency(self, principal: str, key_hash: str) -> None:
+        self._table.delete_item(Key=idempotency_key(principal, key_hash))

@@ -1,0 +1,139 @@
+"""What every service shares: its dependencies, the clock, ids and timestamps, S3 key layout,
+file path validation and large-JSON spill-over to S3."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from lambdas.api.errors import InvalidPath
+from lambdas.shared import limits
+from lambdas.shared.storage import EXECUTIONS_PREFIX, SESSIONS_PREFIX
+
+if TYPE_CHECKING:
+    from lambdas.api.adapters.background import BackgroundPort
+    from lambdas.api.adapters.dynamodb import DynamoTable
+    from lambdas.api.adapters.executor import ExecutorPort
+    from lambdas.api.adapters.s3 import BlobStore
+    from lambdas.api.service.packages import PackageCatalog
+    from lambdas.api.settings import ApiSettings
+
+Clock = Callable[[], float]
+
+# DynamoDB items are capped at 400 KB: JSON documents above this go to S3 with a pointer.
+INLINE_JSON_MAX_BYTES = 350 * 1024
+EXECUTION_RECORD_TTL_SECONDS = 7 * 24 * 3600
+USAGE_RECORD_TTL_SECONDS = 400 * 24 * 3600
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+@dataclass
+class Deps:
+    settings: ApiSettings
+    table: DynamoTable
+    blobs: BlobStore
+    executor: ExecutorPort
+    background: BackgroundPort
+    catalog: PackageCatalog
+    clock: Clock = time.time
+
+    def now(self) -> float:
+        return self.clock()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_datetime(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def usage_period(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m")
+
+
+# --- S3 key layout ------------------------------------------------------------------------------
+
+
+def session_prefix(session_id: str) -> str:
+    return f"{SESSIONS_PREFIX}{session_id}/"
+
+
+def session_files_prefix(session_id: str) -> str:
+    return f"{session_prefix(session_id)}files/"
+
+
+def state_key(session_id: str, version: int) -> str:
+    return f"{session_prefix(session_id)}state/{version}.pkl"
+
+
+def notebook_cell_key(session_id: str, execution_count: int) -> str:
+    return f"{session_prefix(session_id)}notebook/{execution_count:010d}.json"
+
+
+def execution_prefix(execution_id: str) -> str:
+    return f"{EXECUTIONS_PREFIX}{execution_id}/"
+
+
+def execution_files_prefix(execution_id: str) -> str:
+    return f"{execution_prefix(execution_id)}files/"
+
+
+# --- file paths ---------------------------------------------------------------------------------
+
+
+def validate_path(raw: str) -> str:
+    """A workspace-relative file path, normalized; InvalidPath for anything that could escape
+    the session's prefix or confuse S3 (absolute, `..`, NUL/control characters, too long)."""
+    if not raw or not raw.strip():
+        raise InvalidPath("the path is empty")
+    if len(raw.encode()) > limits.MAX_PATH_LENGTH:
+        raise InvalidPath(f"the path is longer than {limits.MAX_PATH_LENGTH} bytes")
+    if any(unicodedata.category(ch) == "Cc" for ch in raw):
+        raise InvalidPath("the path contains control characters")
+    if raw.startswith("/") or "\\" in raw:
+        raise InvalidPath("the path must be relative and use '/' as separator")
+    parts = raw.split("/")
+    if ".." in parts:
+        raise InvalidPath("the path must not contain '..'")
+    normalized = posixpath.normpath(raw)
+    if normalized in {".", ""} or raw.endswith("/"):
+        raise InvalidPath("the path must name a file")
+    return normalized
+
+
+# --- large JSON documents -------------------------------------------------------------------------
+
+
+def store_json(
+    deps: Deps, attributes: dict[str, Any], field: str, document: Any, s3_key: str
+) -> None:
+    """Put `document` into `attributes[field]` as JSON text, or into S3 when too large for an
+    item (then `attributes[field + '_s3_key']` points to it)."""
+    text = json.dumps(document, separators=(",", ":"))
+    if len(text.encode()) <= INLINE_JSON_MAX_BYTES:
+        attributes[field] = text
+    else:
+        deps.blobs.put_bytes(s3_key, text.encode())
+        attributes[f"{field}_s3_key"] = s3_key
+
+
+def load_json(deps: Deps, item: dict[str, Any], field: str) -> Any:
+    if field in item:
+        return json.loads(item[field])
+    pointer = item.get(f"{field}_s3_key")
+    if pointer:
+        return json.loads(deps.blobs.get_bytes(pointer))
+    return None

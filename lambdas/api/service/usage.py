@@ -1,0 +1,98 @@
+"""Per-principal monthly usage counters and quotas (a quota of 0 means unlimited)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from lambdas.api.adapters.dynamodb import UsageDelta
+from lambdas.api.errors import QuotaExceeded
+from lambdas.api.models import Quota, Usage
+from lambdas.api.service.common import USAGE_RECORD_TTL_SECONDS, Deps, usage_period
+
+USAGE_CACHE_SECONDS = 10.0
+
+
+class UsageService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Usage]] = {}
+
+    def current(self, principal: str) -> Usage:
+        period = usage_period(self._deps.now())
+        item = self._deps.table.get_usage(principal, period)
+        settings = self._deps.settings
+        usage = Usage(
+            period=period,
+            executions=int(item.get("executions", 0)),
+            compute_ms=int(item.get("compute_ms", 0)),
+            quota=Quota(executions=settings.QUOTA_EXECUTIONS, compute_ms=settings.QUOTA_COMPUTE_MS),
+        )
+        with self._lock:
+            self._cache[principal] = (time.monotonic(), usage)
+        return usage
+
+    def check_quota(self, principal: str) -> None:
+        """429 before running when a quota is used up. Reads go through a short per-process
+        cache (updated locally after each run): a quota may be overshot by the runs other
+        instances make within USAGE_CACHE_SECONDS, which a monthly quota tolerates."""
+        settings = self._deps.settings
+        if not settings.QUOTA_EXECUTIONS and not settings.QUOTA_COMPUTE_MS:
+            return
+        usage = self._cached(principal)
+        over = [
+            name
+            for name, used, limit in (
+                ("executions", usage.executions, usage.quota.executions),
+                ("compute_ms", usage.compute_ms, usage.quota.compute_ms),
+            )
+            if limit and used >= limit
+        ]
+        if over:
+            raise QuotaExceeded(
+                f"monthly quota exhausted for {usage.period}: {', '.join(over)}",
+                details={"period": usage.period, "exceeded": over},
+            )
+
+    def record(self, principal: str, compute_ms: int) -> None:
+        """Count one finished run (compute time as measured by the API around the executor)."""
+        now = self._deps.now()
+        self._deps.table.add_usage(
+            UsageDelta(
+                principal=principal,
+                period=usage_period(now),
+                executions=1,
+                compute_ms=max(0, int(compute_ms)),
+                ttl=int(now + USAGE_RECORD_TTL_SECONDS),
+            )
+        )
+        self._note(principal, compute_ms)
+
+    def _note(self, principal: str, compute_ms: int) -> None:
+        """Apply a run's increment to the cached counters of this process."""
+        with self._lock:
+            cached = self._cache.get(principal)
+            if cached and cached[1].period == usage_period(self._deps.now()):
+                fetched, usage = cached
+                self._cache[principal] = (
+                    fetched,
+                    usage.model_copy(
+                        update={
+                            "executions": usage.executions + 1,
+                            "compute_ms": usage.compute_ms + max(0, int(compute_ms)),
+                        }
+                    ),
+                )
+
+    def _cached(self, principal: str) -> Usage:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(principal)
+        if (
+            cached
+            and now - cached[0] < USAGE_CACHE_SECONDS
+            and cached[1].period == usage_period(self._deps.now())
+        ):
+            return cached[1]
+        return self.current(principal)

@@ -1,0 +1,127 @@
+"""HTTP adapter for presigned S3 URLs, used by the sandboxed worker only (stdlib urllib).
+
+The worker does the transfers itself so the trusted parent never holds state bytes (SPEC
+invariant 3) and never needs network access for them; the URLs only allow this session's keys.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.request
+from collections.abc import Iterator
+from typing import Any, cast
+
+_CHUNK = 1 << 20
+HTTP_TIMEOUT_SECONDS = 120
+
+
+class TransferError(Exception):
+    """A presigned download or upload failed."""
+
+
+def download(url: str, max_bytes: int) -> bytearray:
+    """The whole object as a (writable) bytearray, read in place without extra copies."""
+    request = urllib.request.Request(url, method="GET")  # noqa: S310 - presigned http(s) URL
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+            length = response.headers.get("Content-Length")
+            if length is not None and int(length) > max_bytes:
+                raise TransferError(f"download exceeds {max_bytes} bytes")
+            if length is not None:
+                data = bytearray(int(length))
+                view = memoryview(data)
+                filled = 0
+                while filled < len(data):
+                    count = response.readinto(view[filled:])
+                    if not count:
+                        raise TransferError("download ended early")
+                    filled += count
+                return data
+            data = bytearray(response.read(max_bytes + 1))
+    except TransferError:
+        raise
+    except Exception as exc:
+        raise TransferError(f"download failed: {type(exc).__name__}") from exc
+    if len(data) > max_bytes:
+        raise TransferError(f"download exceeds {max_bytes} bytes")
+    return data
+
+
+def download_to_file(url: str, target: str, max_bytes: int) -> int:
+    request = urllib.request.Request(url, method="GET")  # noqa: S310
+    written = 0
+    try:
+        with (
+            urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response,  # noqa: S310
+            open(target, "wb") as handle,
+        ):
+            while chunk := response.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise TransferError(f"download exceeds {max_bytes} bytes")
+                handle.write(chunk)
+    except TransferError:
+        raise
+    except Exception as exc:
+        raise TransferError(f"download failed: {type(exc).__name__}") from exc
+    return written
+
+
+Content = bytes | int | list[memoryview | bytes]  # bytes, an open fd, or chunks to stream
+
+
+def _multipart(
+    fields: dict[str, str], content: Content, size: int, content_type: str
+) -> tuple[str, int, Iterator[bytes | memoryview]]:
+    """multipart/form-data body for an S3 POST: policy fields first, the file last."""
+    boundary = "lci" + secrets.token_hex(16)
+    head = bytearray()
+    for name, value in fields.items():
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes | memoryview]:
+        yield bytes(head)
+        if isinstance(content, bytes):
+            yield content
+        elif isinstance(content, list):
+            for chunk in content:
+                yield memoryview(chunk).cast("B")
+        else:
+            while chunk := os.read(content, _CHUNK):
+                yield chunk
+        yield tail
+
+    return boundary, len(head) + size + len(tail), body()
+
+
+def upload(post: dict[str, Any], key: str, content: Content, size: int, content_type: str) -> None:
+    """POST `content` (`size` bytes) under `key` with a presigned POST."""
+    fields = dict(post["fields"])
+    fields["key"] = key
+    # A policy that pins the content type wins over the guessed one.
+    content_type = fields.get("Content-Type") or fields.get("content-type") or content_type
+    boundary, length, body = _multipart(fields, content, size, content_type)
+    request = urllib.request.Request(  # noqa: S310 - presigned http(s) URL
+        post["url"],
+        data=cast("Iterator[bytes]", body),  # http.client sends memoryviews as they are
+        method="POST",
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(length),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+            status = response.status
+    except Exception as exc:
+        raise TransferError(f"upload failed: {type(exc).__name__}") from exc
+    if status >= 300:
+        raise TransferError(f"upload failed: HTTP {status}")

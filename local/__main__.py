@@ -1,0 +1,7 @@
+"""`python -m local` (what `make dev` runs)."""
+
+import sys
+
+from local.stack import main
+
+sys.exit(main())

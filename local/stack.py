@@ -1,0 +1,274 @@
+"""`python -m local`: the whole product on 127.0.0.1, no AWS account (SPEC §5).
+
+Startup: moto server (S3 + DynamoDB) on a free loopback port -> bucket and table from
+`lambdas.shared.storage` (the CDK definitions) -> the API's environment (`ApiSettings`) ->
+the real API handler with the environment pool as its executor -> the HTTP server. The HTTP
+server opens last, so `GET /v1/health` answering 200 means everything is ready.
+Ctrl-C / SIGTERM stops the server, kills every environment process tree and stops moto.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from local.config import HOST, LocalSettings
+from local.events import (
+    PROXY_RESOURCE,
+    PUBLIC_RESOURCES,
+    HttpRequest,
+    HttpResponse,
+    forbidden_response,
+    from_proxy_result,
+    header_value,
+    match_route,
+    to_proxy_event,
+)
+from local.keys import KeyRing
+
+logger = logging.getLogger("lci.local")
+
+TABLE_NAME = "lci-local"
+BUCKET_NAME = "lci-local"
+API_FUNCTION_NAME = "lci-api-local"
+REGION = "us-east-1"
+API_HANDLER_TIMEOUT_MS = 29_000  # API Gateway's integration timeout
+
+
+class ListenError(RuntimeError):
+    """The HTTP port is taken (or not allowed)."""
+
+
+@dataclass
+class RunningStack:
+    endpoint: str
+    keys: KeyRing
+    startup_seconds: float
+    protections_missing: list[str]
+    stop: Any  # () -> None
+
+
+def _fake_aws_environment(moto_url: str, settings: LocalSettings) -> None:
+    """Credentials that only moto accepts, and the API's settings pointing at moto."""
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "TABLE_NAME": TABLE_NAME,
+            "BUCKET_NAME": BUCKET_NAME,
+            "EXECUTOR_MODE": "local",
+            "BACKGROUND_MODE": "thread",
+            "STAGE": "local",
+            "NETWORK_MODE": settings.LCI_NETWORK_MODE,
+            "S3_ENDPOINT_URL": moto_url,
+            "DYNAMODB_ENDPOINT_URL": moto_url,
+            "POWERTOOLS_LOG_LEVEL": settings.LCI_LOG_LEVEL,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "AWS_LAMBDA_FUNCTION_NAME": API_FUNCTION_NAME,
+        }
+    )
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+
+
+def _create_storage(moto_url: str) -> None:
+    import boto3
+
+    from lambdas.shared.storage import BUCKET_CORS_RULES, TABLE_TTL_ATTRIBUTE, table_create_kwargs
+
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET_NAME)
+    s3.put_bucket_cors(Bucket=BUCKET_NAME, CORSConfiguration={"CORSRules": BUCKET_CORS_RULES})  # type: ignore[typeddict-item]
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    dynamodb.create_table(**table_create_kwargs(TABLE_NAME))
+    dynamodb.update_time_to_live(
+        TableName=TABLE_NAME,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TABLE_TTL_ATTRIBUTE},
+    )
+
+
+def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thread | None]:
+    """Upload layer-builder's wheelhouse (if built); return its index URL and the uploader."""
+    if mode == "off":
+        return "", None
+    try:
+        from layers.wheelhouse import wheelhouse_key_prefix, wheelhouse_objects
+    except ImportError:
+        return "", None
+    objects = wheelhouse_objects(arch)
+    if not objects:
+        return "", None
+
+    def upload() -> None:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
+        for key, path in objects:
+            s3.upload_file(str(path), BUCKET_NAME, key)
+        logger.warning("wheelhouse uploaded: %d files", len(objects))
+
+    thread = threading.Thread(target=upload, name="lci-wheelhouse", daemon=True)
+    thread.start()
+    if mode == "sync":
+        thread.join()
+    return f"{moto_url}/{BUCKET_NAME}/{wheelhouse_key_prefix(arch)}", thread
+
+
+def build_app(keys: KeyRing, api_handler: Any) -> Any:
+    """HTTP request -> key check -> proxy event -> real API handler -> HTTP response."""
+    from local.context import LocalLambdaContext
+
+    def app(request: HttpRequest) -> HttpResponse:
+        resource, _ = match_route(unquote(urlsplit(request.target).path))
+        key_id = keys.key_id(header_value(request.headers, "x-api-key"))
+        # Like API Gateway: unknown routes are answered (404) before the key is checked.
+        if key_id is None and resource not in PUBLIC_RESOURCES and resource != PROXY_RESOURCE:
+            return forbidden_response()
+        event = to_proxy_event(request, key_id)
+        context = LocalLambdaContext(API_FUNCTION_NAME, API_HANDLER_TIMEOUT_MS)
+        return from_proxy_result(api_handler(event, context))
+
+    return app
+
+
+def start(settings: LocalSettings | None = None) -> RunningStack:
+    """Start everything; return once `GET /v1/health` would answer 200."""
+    started = time.monotonic()
+    settings = settings or LocalSettings.from_env()
+    from concurrent.futures import ThreadPoolExecutor
+
+    from local.environments import EnvironmentPool, PoolSettings, needed_paths
+    from local.isolation import describe_gaps, detect_mode
+
+    # The isolation probe is a child process: let it run while moto and the API import.
+    probe_runner = ThreadPoolExecutor(max_workers=1)
+    mode_probe = probe_runner.submit(detect_mode, needed_paths())
+    probe_runner.shutdown(wait=False)
+    logging.basicConfig(level=settings.LCI_LOG_LEVEL, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+
+    from moto.server import ThreadedMotoServer
+
+    from local import moto_tuning
+
+    moto_tuning.install()
+    moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    moto.start()
+    moto_host, moto_port = moto.get_host_and_port()
+    # The pool starts its spare environment now, in parallel with the rest of the startup.
+    mode = mode_probe.result()
+    pool = EnvironmentPool(
+        PoolSettings(
+            max_environments=settings.LCI_MAX_ENVIRONMENTS,
+            per_tenant=settings.LCI_ENV_PER_TENANT,
+            idle_seconds=settings.LCI_ENV_IDLE_SECONDS,
+            tmp_root=settings.LCI_TMP_ROOT,
+            spares=settings.LCI_SPARE_ENVIRONMENTS,
+        ),
+        mode,
+    )
+    moto_url = f"http://{moto_host}:{moto_port}"
+    _fake_aws_environment(moto_url, settings)
+    _create_storage(moto_url)
+    wheelhouse_url, _ = _wheelhouse(moto_url, settings.LCI_ARCH, settings.LCI_WHEELHOUSE_UPLOAD)
+    if wheelhouse_url:
+        os.environ["WHEELHOUSE_URL"] = wheelhouse_url
+
+    from lambdas.api import container
+    from lambdas.api import handler as api
+    from lambdas.api.adapters.background import ThreadBackground
+    from lambdas.api.settings import get_settings
+
+    get_settings.cache_clear()
+    background = ThreadBackground()
+    container.override(executor=pool, background=background)
+    container.services()  # build boto3 clients now, not on the first request
+
+    keys = KeyRing.from_env_value(settings.LCI_API_KEY)
+    from local.http_server import LocalHttpServer
+
+    try:
+        server = LocalHttpServer(HOST, settings.LCI_PORT, build_app(keys, api.handler))
+    except OSError as exc:
+        pool.close()
+        background.shutdown()
+        moto.stop()
+        raise ListenError(f"cannot listen on {HOST}:{settings.LCI_PORT}: {exc.strerror}") from exc
+    serving = threading.Thread(target=server.serve_forever, name="lci-http", daemon=True)
+    serving.start()
+    endpoint = f"http://{HOST}:{server.port}"
+
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if stopped.is_set():
+            return
+        stopped.set()
+        server.shutdown()
+        server.server_close()
+        pool.close()
+        background.shutdown()
+        moto.stop()
+
+    return RunningStack(
+        endpoint=endpoint,
+        keys=keys,
+        startup_seconds=time.monotonic() - started,
+        protections_missing=describe_gaps(mode),
+        stop=stop,
+    )
+
+
+def banner(stack: RunningStack) -> str:
+    key = stack.keys.keys[0]
+    lines = [
+        f"Lambda Code Interpreter local stack ready in {stack.startup_seconds:.2f} s",
+        f"  endpoint  {stack.endpoint}",
+        f"  API key   {key}"
+        + ("  (random; set LCI_API_KEY to fix it)" if stack.keys.generated else ""),
+    ]
+    if len(stack.keys.keys) > 1:
+        lines.append(f"  + {len(stack.keys.keys) - 1} more key(s) from LCI_API_KEY")
+    lines += [
+        "  try:",
+        f"    curl -s -X POST {stack.endpoint}/v1/execute -H 'x-api-key: {key}' "
+        "-H 'content-type: application/json' -d '{\"code\": \"print(2 + 2)\"}'",
+        f"    LCI_ENDPOINT={stack.endpoint} LCI_API_KEY={key} lci run - <<< 'print(2 + 2)'",
+    ]
+    for gap in stack.protections_missing:
+        lines.append(f"  warning: {gap}")
+    lines.append("  Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    try:
+        stack = start()
+    except ListenError as exc:
+        print(f"lci local stack: {exc}; set LCI_PORT to a free port (0: any)", file=sys.stderr)
+        return 1
+    print(banner(stack), flush=True)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not done.wait(3600):
+            pass
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+    return 0

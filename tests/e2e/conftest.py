@@ -1,0 +1,111 @@
+"""A real local stack (`python -m local`) started once for the e2e tests, over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+API_KEYS = ("k1", "k2")
+STARTUP_TIMEOUT_SECONDS = 180  # generous: a loaded 2-core CI box
+
+
+@dataclass
+class LocalStack:
+    endpoint: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    envs_root: str
+
+    def env(self, key: str = API_KEYS[0]) -> dict[str, str]:
+        """Environment for `lci` / curl subprocesses talking to this stack."""
+        bin_dir = str(Path(sys.executable).parent)
+        return {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+            "LCI_ENDPOINT": self.endpoint,
+            "LCI_API_KEY": key,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_stack(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> LocalStack:
+    port = free_port()
+    log_path = tmp_dir / "stack.log"
+    # Not under pytest's 0700 tmp dir: pool uids must be able to reach their directories.
+    envs_root = tempfile.mkdtemp(prefix="lci-e2e-")
+    env = {
+        **os.environ,
+        "LCI_PORT": str(port),
+        "LCI_API_KEY": ",".join(API_KEYS),
+        "LCI_TMP_ROOT": envs_root,
+        "OPENBLAS_NUM_THREADS": "1",
+        "LCI_WHEELHOUSE_UPLOAD": "off",  # no test here installs packages; keeps CI lean
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+    stack = LocalStack(f"http://127.0.0.1:{port}", process, log_path, envs_root)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"local stack exited:\n{log_path.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(stack.endpoint + "/v1/health", timeout=5).status_code == 200:
+                return stack
+        time.sleep(0.2)
+    stop_stack(stack)
+    raise RuntimeError(f"local stack not healthy in time:\n{log_path.read_text()}")
+
+
+def stop_stack(stack: LocalStack, sig: int = signal.SIGTERM) -> list[int]:
+    """Stop the stack like Ctrl-C would; return pids of its process tree still alive after."""
+    try:
+        tree = psutil.Process(stack.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    stack.process.send_signal(sig)
+    try:
+        stack.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        stack.process.wait()
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    shutil.rmtree(stack.envs_root, ignore_errors=True)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = start_stack(tmp_path_factory.mktemp("local-stack"))
+    yield stack
+    stop_stack(stack)
+
+
+@pytest.fixture
+def client(local_stack: LocalStack) -> Iterator:
+    from lci import Client
+
+    with Client(local_stack.endpoint, API_KEYS[0], timeout=120) as api:
+        yield api

@@ -1,0 +1,41 @@
+"""GET /v1/openapi.json: a valid OpenAPI 3.1 document that lists every route of SPEC §3."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from tests.functional.conftest import ApiClient
+
+SPEC_ROUTES = {
+    ("get", "/v1/health"),
+    ("post", "/v1/sessions"),
+    ("get", "/v1/sessions/{session_id}"),
+    ("delete", "/v1/sessions/{session_id}"),
+    ("post", "/v1/sessions/{session_id}/execute"),
+    ("post", "/v1/execute"),
+    ("get", "/v1/executions/{execution_id}"),
+    ("post", "/v1/sessions/{session_id}/files"),
+    ("get", "/v1/sessions/{session_id}/files"),
+    ("get", "/v1/sessions/{session_id}/files/{file_path}"),
+    ("delete", "/v1/sessions/{session_id}/files/{file_path}"),
+    ("get", "/v1/sessions/{session_id}/notebook"),
+    ("get", "/v1/packages"),
+    ("get", "/v1/usage"),
+    ("get", "/v1/openapi.json"),
+}
+
+
+def test_openapi_document_is_valid_3_1_and_complete(api: ApiClient) -> None:
+    response = api.get("/v1/openapi.json", principal=None)
+    assert response.status == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+    listed = {(method, path) for path, ops in document["paths"].items() for method in ops}
+    assert listed >= SPEC_ROUTES
+    execute = document["paths"]["/v1/sessions/{session_id}/execute"]["post"]
+    assert {"200", "202", "400", "404", "409", "413", "429"} <= set(execute["responses"])
+    assert "ExecuteRequest" in document["components"]["schemas"]
+    assert document["paths"]["/v1/usage"]["get"]["security"] == [{"apiKey": []}]
+    assert "security" not in document["paths"]["/v1/health"]["get"]
+    assert "security" not in document["paths"]["/v1/openapi.json"]["get"]

@@ -1,0 +1,53 @@
+"""Environment lifecycle: started from a short-lived thread (as an API background thread or an
+HTTP request thread does), it keeps serving; when its parent process dies, every process of
+the environment goes with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = """
+import json, os, threading
+from lambdas.executor import handler
+
+def event(code):
+    return {"execution_id": "e", "tenant_id": "t", "session_id": "s-life", "code": code}
+
+first = {}
+thread = threading.Thread(target=lambda: first.update(handler.handler(event("x = 41"), None)))
+thread.start()
+thread.join()
+answer = handler.handler(event("x + 1"), None)
+pids = handler._get_engine().environment_pids()
+print(json.dumps({"result": answer["result"]["result"], "pids": pids}), flush=True)
+os._exit(0)  # dies without any cleanup
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_environment_outlives_its_starting_thread_and_dies_with_its_parent(tmp_path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), LCI_TMP_ROOT=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["result"] == {"text/plain": "42"}
+    assert len(report["pids"]) >= 2  # zygote and the session worker at least
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in report["pids"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in report["pids"] if _alive(pid)]

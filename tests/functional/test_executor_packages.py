@@ -1,0 +1,107 @@
+"""On-demand packages through the executor: a whitelisted package from a wheelhouse is
+installed when the invocation lists it, or transparently at its first import."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lambdas.executor.engine import Engine
+from lambdas.executor.settings import ExecutorSettings
+from tests.functional.executor_helpers import checked, invocation
+
+DIST = "lci-demo-pkg"
+MODULE = "lci_demo_pkg"
+WHEEL = f"{MODULE}-1.0-py3-none-any.whl"
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A one-package wheelhouse in the layout layers/wheelhouse.py builds (file:// URL)."""
+    root = tmp_path_factory.mktemp("wheelhouse")
+    files = {
+        f"{MODULE}/__init__.py": b"VALUE = 42\n",
+        f"{MODULE}-1.0.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {DIST}\nVersion: 1.0\n".encode()
+        ),
+        f"{MODULE}-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record_path = f"{MODULE}-1.0.dist-info/RECORD"
+    record = "\n".join([*(_record_line(p, d) for p, d in files.items()), f"{record_path},,"])
+    with zipfile.ZipFile(root / WHEEL, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr(record_path, record + "\n")
+    wheel = (root / WHEEL).read_bytes()
+    index = {
+        "format": 1,
+        "python": "3.13",
+        "arch": "x86_64",
+        "packages": {DIST: {"version": "1.0", "modules": [MODULE], "closure": [DIST]}},
+        "wheels": {
+            DIST: {
+                "version": "1.0",
+                "filename": WHEEL,
+                "sha256": hashlib.sha256(wheel).hexdigest(),
+                "size": len(wheel),
+            }
+        },
+        "modules": {MODULE: DIST},
+    }
+    (root / "index.json").write_text(json.dumps(index))
+    return Path(root).as_uri() + "/"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("pkg-env"))))
+    yield engine
+    engine.shutdown()
+
+
+def test_first_import_installs_then_listed_packages_are_ready(engine: Engine, wheelhouse) -> None:
+    access = {"index_url": wheelhouse, "allow_pypi": False}
+    hooked = checked(
+        engine.invoke(invocation(f"import {MODULE}\n{MODULE}.VALUE", "s-hook", wheelhouse=access))
+    )["result"]
+    assert hooked["status"] == "ok", hooked["error"]
+    assert hooked["result"] == {"text/plain": "42"}
+    assert any(DIST in warning for warning in hooked["warnings"])
+
+    # Another session of the environment lists it: the environment's cache already has it.
+    listed = checked(
+        engine.invoke(
+            invocation(
+                f"import {MODULE}\n{MODULE}.VALUE + 1",
+                "s-listed",
+                packages=[DIST],
+                wheelhouse=access,
+            )
+        )
+    )["result"]
+    assert listed["result"] == {"text/plain": "43"}
+
+
+def test_a_package_that_cannot_be_installed_is_a_clear_error(engine: Engine, wheelhouse) -> None:
+    access = {"index_url": wheelhouse, "allow_pypi": False}
+    result = checked(
+        engine.invoke(
+            invocation("1", "s-missing", packages=["not-in-wheelhouse"], wheelhouse=access)
+        )
+    )["result"]
+    assert result["status"] == "error"
+    assert result["error"]["name"] == "PackageInstallError"
+    assert "not-in-wheelhouse" in result["error"]["value"]

@@ -1,0 +1,195 @@
+"""State and files through presigned S3 URLs against a real moto server over HTTP, the way the
+API function prepares them: a presigned POST per prefix and presigned GETs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lambdas.executor.engine import Engine
+from lambdas.executor.settings import ExecutorSettings
+from tests.functional.executor_helpers import checked, invocation
+
+BUCKET = "lci-executor-transfer"
+
+
+@pytest.fixture(scope="module")
+def s3(moto_server) -> Any:
+    client = moto_server.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("shared-env"))))
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture
+def new_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    engines: list[Engine] = []
+
+    def make() -> Engine:
+        # Each engine is a fresh "execution environment": its own zygote and its own /tmp.
+        engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("env"))))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.shutdown()
+
+
+def _post(s3: Any, prefix: str, max_bytes: int = 50 * 1024 * 1024) -> dict[str, Any]:
+    presigned = s3.generate_presigned_post(
+        BUCKET,
+        prefix + "${filename}",
+        Conditions=[["starts-with", "$key", prefix], ["content-length-range", 0, max_bytes]],
+        ExpiresIn=900,
+    )
+    fields = {k: v for k, v in presigned["fields"].items() if k != "key"}
+    return {"url": presigned["url"], "fields": fields, "key_prefix": prefix, "max_bytes": max_bytes}
+
+
+def _get(s3: Any, key: str) -> str:
+    return s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key})
+
+
+class Session:
+    """Plays the API function's part: versions, state keys, file listings."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+        self.id = "s-" + uuid.uuid4().hex[:12]
+        self.version = 0
+        self.count = 0
+
+    def state(self) -> dict[str, Any]:
+        prefix = f"sessions/{self.id}/state/"
+        return {
+            "version": self.version,
+            "download_url": _get(self.s3, f"{prefix}v{self.version}") if self.version else None,
+            "upload": _post(self.s3, prefix),
+            "upload_key": f"{prefix}v{self.version + 1}",
+        }
+
+    def files(self) -> dict[str, Any]:
+        prefix = f"sessions/{self.id}/files/"
+        listing = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        refs = [
+            {
+                "path": item["Key"][len(prefix) :],
+                "size": item["Size"],
+                "etag": item["ETag"],
+                "download_url": _get(self.s3, item["Key"]),
+            }
+            for item in listing
+        ]
+        return {"files": refs, "upload": _post(self.s3, prefix)}
+
+    def run(self, engine: Engine, code: str, **fields: Any) -> dict[str, Any]:
+        self.count += 1
+        response = checked(
+            engine.invoke(
+                invocation(
+                    code,
+                    self.id,
+                    execution_count=self.count,
+                    state=self.state(),
+                    files=self.files(),
+                    **fields,
+                )
+            )
+        )
+        if response["state"]["uploaded"]:
+            self.version += 1  # the API commits the upload
+        return response
+
+
+def test_state_survives_a_new_environment(s3: Any, engine: Engine, new_engine: Any) -> None:
+    session = Session(s3)
+    first = engine
+    response = session.run(
+        first,
+        "import numpy as np\nimport threading\n"
+        "data = {'rows': [1, 2, 3]}\narr = np.arange(5)\nlock = threading.Lock()",
+    )
+    assert response["result"]["status"] == "ok"
+    assert response["state"]["uploaded"] is True and response["state"]["size"] > 0
+    assert response["state"]["dropped"] == ["lock"]
+    assert any("lock" in warning for warning in response["result"]["warnings"])
+    assert {"name": "data", "type": "dict"} in response["state"]["variables"]
+    stored = s3.get_object(Bucket=BUCKET, Key=f"sessions/{session.id}/state/v1")["Body"].read()
+    assert len(stored) == response["state"]["size"]
+
+    # A live worker that holds the committed version does not download it again.
+    again = session.run(first, "data['rows'].append(4)\nlen(data['rows'])")
+    assert again["worker_restored"] is False and again["result"]["result"]["text/plain"] == "4"
+
+    second = new_engine()  # a new execution environment: nothing in memory, empty /tmp
+    restored = session.run(second, "int(arr.sum()) + len(data['rows']), np.__name__")
+    assert restored["worker_restored"] is True
+    assert restored["result"]["result"]["text/plain"] == "(14, 'numpy')"
+
+
+def test_a_crash_restores_the_last_committed_state(s3: Any, engine: Engine) -> None:
+    session = Session(s3)
+    assert session.run(engine, "total = 41")["state"]["uploaded"] is True
+    crashed = session.run(engine, "total = 0\nimport os\nos._exit(1)")
+    assert crashed["result"]["error"]["name"] == "WorkerCrashed"
+    assert crashed["state"]["uploaded"] is False
+    after = session.run(engine, "total + 1")
+    assert after["worker_restored"] is True
+    assert after["result"]["result"]["text/plain"] == "42"
+
+
+def test_an_uncommitted_upload_is_not_trusted(s3: Any, engine: Engine) -> None:
+    """If the API did not commit the last upload (version unchanged), the worker goes back to
+    the committed snapshot instead of keeping what it has in memory."""
+    session = Session(s3)
+    session.run(engine, "value = 'committed'")
+    session.run(engine, "value = 'lost'")
+    session.version -= 1  # pretend the API rejected the second commit
+    assert session.run(engine, "value")["result"]["result"]["text/plain"] == "'committed'"
+
+
+def test_session_files_in_and_out(s3: Any, engine: Engine, new_engine: Any) -> None:
+    session = Session(s3)
+    s3.put_object(Bucket=BUCKET, Key=f"sessions/{session.id}/files/in/data.csv", Body=b"a\n1\n2\n")
+    response = session.run(
+        engine,
+        "import os, pandas as pd\nframe = pd.read_csv('in/data.csv')\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "frame.assign(b=frame.a * 10).to_csv('out/result.csv', index=False)\n"
+        "os.symlink('/etc/passwd', 'leak.txt')",
+    )
+    assert response["result"]["status"] == "ok", response["result"]["error"]
+    assert response["result"]["files"] == [
+        {"path": "out/result.csv", "size": 14, "content_type": "text/csv", "download_url": None}
+    ]
+    key = f"sessions/{session.id}/files/out/result.csv"
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"a,b\n1,10\n2,20\n"
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"sessions/{session.id}/files/")
+    assert not [item for item in listing["Contents"] if item["Key"].endswith("leak.txt")]
+
+    # A new environment gets the files back from S3, including the one the cell wrote.
+    fresh = new_engine()
+    again = session.run(fresh, "open('out/result.csv').read().splitlines()[-1]")
+    assert again["result"]["result"]["text/plain"] == "'2,20'"
+    assert again["result"]["files"] == []
+
+
+def test_a_broken_snapshot_url_fails_the_run_and_saves_nothing(s3: Any, engine: Engine) -> None:
+    session = Session(s3)
+    session.version = 3  # committed elsewhere; this environment's new worker must download it
+    state = session.state()
+    state["download_url"] = _get(s3, f"sessions/{session.id}/state/missing")
+    response = checked(engine.invoke(invocation("x = 2", session.id, state=state)))
+    assert response["result"]["status"] == "error"
+    assert response["result"]["error"]["name"] == "PreparationFailed"
+    assert response["state"]["uploaded"] is False

@@ -1,0 +1,91 @@
+"""Synthesizes the stack once per test session (jsii is slow) with the real app wiring: the
+cdk.json context, cdk-nag's AwsSolutions pack and the acknowledgements. Only the prebuilt
+directories are small stand-ins: a one-package layer, a wheelhouse with one wheel, and a
+dependency layer, so no PyPI or layer build is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# jsii runs node: prefer the venv's (Node 24) over an older system one.
+_VENV_BIN = Path(sys.executable).parent
+if (_VENV_BIN / "node").exists():
+    os.environ["JSII_NODE"] = str(_VENV_BIN / "node")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cdk_json_context() -> dict[str, Any]:
+    context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return context
+
+
+def write_layer_build(root: Path, arch: str = "x86_64", *, with_wheelhouse: bool = True) -> Path:
+    """A minimal layers-builder output: one layer with one module (+ a wheelhouse)."""
+    arch_dir = root / arch
+    package = arch_dir / "tiny" / "python" / "tinypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "arch": arch,
+        "layers": [{"name": "tiny", "path": "tiny", "unzipped_bytes": 10}],
+    }
+    if with_wheelhouse:
+        wheelhouse = arch_dir / "wheelhouse"
+        wheelhouse.mkdir()
+        (wheelhouse / "index.json").write_text('{"packages": {}}\n')
+        (wheelhouse / "tiny-1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+        manifest["wheelhouse"] = {"path": "wheelhouse", "bytes": 22, "wheels": 1}
+    (arch_dir / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@dataclass
+class Synthesized:
+    template: dict[str, Any]
+    outdir: Path
+    stack_name: str
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == resource_type
+        }
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from aws_cdk import App
+
+    from infra.config import StackConfig
+    from infra.runtime_layers import read_layer_set
+    from infra.stack import build
+
+    base = tmp_path_factory.mktemp("infra")
+    layers_dir = write_layer_build(base / "layers")
+    dependencies = base / "api-deps"
+    (dependencies / "python" / "fakedep").mkdir(parents=True)
+    (dependencies / "python" / "fakedep" / "__init__.py").write_text("")
+
+    outdir = base / "cdk.out"
+    app = App(outdir=str(outdir), context=cdk_json_context())
+    config = StackConfig.from_context(app.node)
+    build(
+        app,
+        config,
+        layer_set=read_layer_set(layers_dir, config.architecture),
+        api_dependencies_dir=dependencies,
+    )
+    # Raises if cdk-nag reports anything unacknowledged, like `cdk synth` would.
+    assembly = app.synth()
+    stack = assembly.get_stack_by_name(config.stack_name)
+    return Synthesized(template=stack.template, outdir=outdir, stack_name=config.stack_name)

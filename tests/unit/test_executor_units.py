@@ -1,0 +1,251 @@
+"""Executor building blocks: output capture and caps, ANSI stripping, snapshot filtering,
+workspace path safety and scanning, JSON framing, and shaping untrusted worker output."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from lambdas.executor import engine, kernel, protocol, snapshot, workspace
+from lambdas.shared.models import ExecutorResponse, ResourceLimits
+
+
+def test_stream_capture_caps_bytes_and_flags_truncation() -> None:
+    capture = kernel.CellCapture(stream_bytes=10, result_bytes=1000)
+    capture.add_stream("stdout", "hello ")
+    capture.add_stream("stdout", "wörld and more")
+    capture.add_stream("stderr", "e")
+    assert capture.stream_text("stdout").encode() == b"hello w\xc3\xb6r"
+    assert capture.truncated == {"stdout": True, "stderr": False}
+    capture.add_stream("stdout", "dropped")
+    assert capture.stream_text("stdout") == "hello wör"
+
+
+def test_consecutive_stream_writes_merge_into_one_output_in_order() -> None:
+    capture = kernel.CellCapture(100, 10_000)
+    capture.add_stream("stdout", "a")
+    capture.add_stream("stdout", "b")
+    capture.add_display({"text/plain": "D"}, None)
+    capture.add_stream("stdout", "c")
+    capture.set_result({"text/plain": "1"}, {}, 3)
+    outputs = capture.finished_outputs()
+    assert [o["output_type"] for o in outputs] == [
+        "stream", "display_data", "stream", "execute_result"
+    ]  # fmt: skip
+    assert outputs[0]["text"] == "ab" and outputs[2]["text"] == "c"
+    assert outputs[3]["execution_count"] == 3 and capture.result == {"text/plain": "1"}
+
+
+def test_display_outputs_beyond_the_result_budget_are_dropped_with_a_warning() -> None:
+    capture = kernel.CellCapture(stream_bytes=10, result_bytes=120)
+    capture.add_display({"image/png": "x" * 50}, None)
+    capture.add_display({"image/png": "y" * 200}, None)
+    assert len(capture.outputs) == 1
+    assert capture.warnings and "size limit" in capture.warnings[0]
+
+
+def test_errors_lose_their_colour_codes() -> None:
+    capture = kernel.CellCapture(100, 10_000)
+    capture.set_error("ValueError", "bad", ["\x1b[0;31mValueError\x1b[0m: bad"])
+    assert capture.error == {"name": "ValueError", "value": "bad", "traceback": ["ValueError: bad"]}
+    assert kernel.strip_ansi("\x1b[1;32mok\x1b[0m\x1b]") == "ok"
+
+
+def test_repeated_traceback_entries_are_collapsed() -> None:
+    entries = ["head", *["frame f"] * 500, "tail"]
+    assert kernel.collapse_repeats(entries) == [
+        "head", "frame f", "frame f", "frame f",
+        "[... the previous entry repeated 497 more times]", "tail",
+    ]  # fmt: skip
+
+
+def test_snapshot_skips_ipython_names_and_keeps_modules_by_name() -> None:
+    import json as json_module
+
+    hidden_exit = object()
+    namespace = {
+        "In": [],
+        "Out": {},
+        "_": 1,
+        "_i3": "x",
+        "_7": 2,
+        "__builtins__": {},
+        "exit": hidden_exit,
+        "js": json_module,
+        "value": [1, 2],
+        "lock": threading.Lock(),
+    }
+    dumped = snapshot.dump_namespace(namespace, {"exit": hidden_exit})
+    assert dumped.dropped == ["lock"]
+    restored, problems = snapshot.load_namespace(dumped.to_bytes())
+    assert problems == []
+    assert set(restored) == {"js", "value"}
+    assert restored["js"] is json_module and restored["value"] == [1, 2]
+
+
+def test_arrays_round_trip_out_of_band_and_stay_writable() -> None:
+    import numpy as np
+
+    array = np.arange(1000, dtype=np.float64)
+    dumped = snapshot.dump_namespace({"arr": array, "n": 3}, {})
+    assert dumped.size > array.nbytes  # the array's bytes travel as one raw buffer
+    restored, _ = snapshot.load_namespace(dumped.to_bytes())
+    assert np.array_equal(restored["arr"], array) and restored["n"] == 3
+    restored["arr"][0] = 42.0  # writable after a restore
+    assert snapshot.load_namespace(b"garbage")[1]
+
+
+def test_a_rebound_ipython_name_is_user_data() -> None:
+    hidden = {"exit": object()}
+    assert snapshot.is_snapshot_name("exit", hidden, "my value")
+    assert not snapshot.is_snapshot_name("exit", hidden, hidden["exit"])
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "", "a\x00b", "dir/.."])
+def test_unsafe_paths_are_refused(bad: str) -> None:
+    with pytest.raises(workspace.UnsafePathError):
+        workspace.safe_relative_path(bad)
+
+
+def test_safe_paths_are_normalized() -> None:
+    assert workspace.safe_relative_path("./data/x.csv") == "data/x.csv"
+
+
+def test_scan_ignores_symlinks_hidden_entries_and_caches(tmp_path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "b").write_text("b")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "c.pyc").write_text("c")
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    assert list(workspace.scan(str(tmp_path))) == ["data/a.txt"]
+
+
+def test_changed_files_are_new_or_modified(tmp_path) -> None:
+    (tmp_path / "same").write_text("1")
+    (tmp_path / "edit").write_text("1")
+    before = workspace.scan(str(tmp_path))
+    (tmp_path / "edit").write_text("22")
+    (tmp_path / "new").write_text("3")
+    assert workspace.changed_files(before, workspace.scan(str(tmp_path))) == ["edit", "new"]
+
+
+def test_resolve_inside_refuses_a_symlinked_directory_leading_out(tmp_path) -> None:
+    (tmp_path / "out").symlink_to("/etc")
+    with pytest.raises(workspace.UnsafePathError):
+        workspace.resolve_inside(str(tmp_path), "out/passwd")
+
+
+def test_frames_round_trip_and_oversized_frames_are_refused() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        protocol.send_frame(left, {"a": [1, "é"]})
+        assert protocol.recv_frame(right) == {"a": [1, "é"]}
+    reader = protocol.FrameReader(max_bytes=64)
+    data = protocol.encode_frame({"k": 1}) + protocol.encode_frame({"k": 2})
+    reader.feed(data[:3])
+    assert reader.pop() is None
+    reader.feed(data[3:])
+    assert reader.pop() == {"k": 1} and reader.pop() == {"k": 2} and reader.pop() is None
+    reader.feed(protocol.encode_frame("x" * 100))
+    with pytest.raises(protocol.ProtocolError):
+        reader.pop()
+
+
+def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
+    hostile = {
+        "status": "pwned",
+        "stdout": "x" * 50,
+        "stdout_truncated": False,
+        "result": "not a bundle",
+        "outputs": ["junk", {"output_type": "stream", "name": "stdout", "text": "x"}],
+        "error": {"name": 5, "traceback": "nope"},
+        "warnings": ["w", 3],
+    }
+    cell = engine._clean_cell(hostile, ResourceLimits(stream_bytes=10))
+    assert cell["status"] == "error"
+    assert cell["stdout"] == "x" * 10 and cell["stdout_truncated"] is True
+    assert cell["result"] is None and len(cell["outputs"]) == 1
+    assert cell["error"] == {"name": "5", "value": "", "traceback": []}
+    assert cell["warnings"] == ["w"]
+    files = engine._clean_files(
+        [{"path": "../../etc/passwd", "size": 1}, {"path": "ok.txt", "size": 2}]
+    )
+    assert [item["path"] for item in files] == ["ok.txt"]
+
+
+def test_fd_output_merges_after_the_captured_stream_within_the_cap() -> None:
+    result = {"stdout": "abc", "stdout_truncated": False, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": "abc"}]}  # fmt: skip
+    buffer = engine._CappedBuffer(cap=100)
+    buffer.add(b"defgh")
+    engine._merge_fd_output(result, "stdout", buffer, cap=6)
+    assert result["stdout"] == "abcdef" and result["stdout_truncated"] is True
+    assert result["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "abcdef"}]
+
+
+def test_an_invalid_invocation_answer_is_a_valid_response() -> None:
+    response = engine.Engine.__new__(engine.Engine).invoke({"execution_id": "e", "code": 1})
+    parsed = ExecutorResponse.model_validate(response)
+    assert parsed.result.error is not None and parsed.result.error.name == "InvalidInvocation"
+    assert parsed.result.execution_id == "e"
+
+
+def test_capped_buffer_keeps_only_the_cap() -> None:
+    buffer = engine._CappedBuffer(cap=4)
+    buffer.add(b"ab")
+    buffer.add(os.urandom(10))
+    assert len(buffer.data) == 4 and buffer.truncated
+
+
+def test_an_oversized_result_is_trimmed_under_the_cap() -> None:
+    image = {"output_type": "display_data", "data": {"image/png": "i" * 5000}, "metadata": {}}
+    small = {"output_type": "display_data", "data": {"text/plain": "keep"}, "metadata": {}}
+    text = "\x00" * 3000  # JSON escapes each to six bytes
+    result = {
+        "stdout": text,
+        "stderr": "",
+        "stdout_truncated": False,
+        "stderr_truncated": False,
+        "result": None,
+        "outputs": [image, small, {"output_type": "stream", "name": "stdout", "text": text}],
+        "warnings": [],
+    }
+    engine._fit_result(result, cap=8000)
+    assert engine._json_size(result) <= 8000
+    assert image["data"] == engine._DROPPED_OUTPUT and small["data"] == {"text/plain": "keep"}
+    assert result["stdout_truncated"] is True and result["warnings"]
+
+
+def test_both_ways_of_listing_children_agree() -> None:
+    import subprocess
+
+    from lambdas.executor import procs
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in procs.children_of(os.getpid())
+        assert child.pid in procs._children_by_scan(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_internal_failure_is_a_clean_error_result(tmp_path, monkeypatch) -> None:
+    from lambdas.executor.settings import ExecutorSettings
+
+    broken = engine.Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path)))
+    monkeypatch.setattr(broken, "_ensure_zygote", lambda: False)
+
+    def explode(session_id):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(broken, "_worker_for", explode)
+    event = {"execution_id": "e", "tenant_id": "t", "session_id": "s", "code": "1"}
+    parsed = ExecutorResponse.model_validate(broken.invoke(event))
+    assert parsed.result.status == "error" and parsed.result.error is not None
+    assert parsed.result.error.name == "ExecutorError" and "boom" not in parsed.result.error.value
