@@ -62,24 +62,18 @@ from the invocation can be passed as is.
 
 from __future__ import annotations
 
-import hashlib
+# The zygote imports this module: only cheap, already-loaded modules at the top; the rest
+# (urllib.request, zipfile, installer, ...) when an install actually happens.
+import _imp
 import importlib
-import importlib.abc
 import importlib.machinery
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import sysconfig
-import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -144,6 +138,8 @@ def _base_url(wheelhouse_url: str) -> str:
 
 
 def _fetch(url: str, timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> bytes:
+    import urllib.request
+
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise PackageInstallError(f"unsupported wheelhouse URL scheme {scheme!r}")
@@ -178,6 +174,8 @@ class WheelhouseIndex:
 
     @classmethod
     def load(cls, wheelhouse_url: str) -> WheelhouseIndex:
+        import json
+
         base = _base_url(wheelhouse_url)
         index_url = (
             wheelhouse_url if _redact(wheelhouse_url).endswith(".json") else base + INDEX_FILENAME
@@ -300,6 +298,8 @@ def _install_bytecode(wheel_path: Path, target: Path) -> None:
     installer refuses `__pycache__` entries because a .pyc can disagree with its source; these
     come from our own builder, inside a wheel whose sha256 the index vouches for, and they are
     what makes the first import after an install fast (nothing to compile)."""
+    import zipfile
+
     with zipfile.ZipFile(wheel_path) as archive:
         for info in archive.infolist():
             parts = info.filename.split("/")
@@ -313,6 +313,10 @@ def _install_bytecode(wheel_path: Path, target: Path) -> None:
 
 def _install_distribution(index: WheelhouseIndex, dist: str, root: Path) -> Path:
     """Download, verify and unpack one distribution of the wheelhouse; return its directory."""
+    import hashlib
+    import shutil
+    import tempfile
+
     wheel = index.wheels.get(dist)
     if wheel is None:
         raise PackageInstallError(f"{dist} is not in the wheelhouse")
@@ -342,6 +346,10 @@ def _install_distribution(index: WheelhouseIndex, dist: str, root: Path) -> Path
 
 def _install_from_pypi(spec: str, root: Path) -> Path:
     """Internet mode without a wheelhouse entry: let pip resolve and fetch from PyPI."""
+    import shutil
+    import subprocess
+    import tempfile
+
     name = requirement_name(spec)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-pypi-", dir=root))
@@ -395,11 +403,18 @@ def _ensure_package(
                 for dist in map(normalize_name, package.get("closure", [name]))
                 if dist == name or _installed_version(dist) is None
             ]
-            # Downloads and file creation wait on I/O (the GIL is released): in parallel.
-            from concurrent.futures import ThreadPoolExecutor
+            if _imp.lock_held():
+                # Called from the import hook: the global import lock is held, so a thread
+                # that imports anything (installer does, lazily) would wait forever.
+                installed = [_install_distribution(index, d, root) for d in missing]
+            else:
+                # Downloads and file creation wait on I/O (the GIL is released): in parallel.
+                from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
-                installed = list(pool.map(lambda d: _install_distribution(index, d, root), missing))
+                with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
+                    installed = list(
+                        pool.map(lambda d: _install_distribution(index, d, root), missing)
+                    )
             for directory in installed:
                 _add_to_sys_path(directory)
         elif allow_pypi:
@@ -453,6 +468,8 @@ _LIBRARY_ROOTS = ("/opt/", "/var/")  # Lambda: layers, runtime, function code
 
 def _library_prefixes(cache_dir: str | os.PathLike[str]) -> tuple[str, ...]:
     """Directories whose code is "library code": its imports never trigger installs."""
+    import sysconfig
+
     # The executor's own code (lambdas/) probes optional modules too.
     prefixes = {str(Path(cache_dir).resolve()), str(Path(_THIS_FILE).parents[1])}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -479,7 +496,7 @@ def _importing_frame() -> FrameType | None:
     return None
 
 
-class OnDemandFinder(importlib.abc.MetaPathFinder):
+class OnDemandFinder:
     """Installs a whitelisted on-demand package at the first import of one of its modules."""
 
     def __init__(
