@@ -44,6 +44,19 @@ def _wait_finished(api: ApiClient, execution_id: str) -> dict[str, Any]:
 # --- request validation ------------------------------------------------------------------------
 
 
+class RemoteBackgroundThatNeverRuns:
+    """A background port whose job runs elsewhere (like LambdaBackground) and never reports."""
+
+    runs_remotely = True
+
+    class _Handle:
+        def wait(self, timeout_s: float) -> None:
+            return None
+
+    def submit(self, execution_id: str, run: Any, poll: Any) -> Any:
+        return self._Handle()
+
+
 def test_code_over_the_limit_is_413(api: ApiClient, fake_executor: FakeExecutor) -> None:
     sid = api.new_session()
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "x" * (10 * 1024 + 1)})
@@ -266,17 +279,7 @@ def test_stored_job_runs_from_the_background_event(
 ) -> None:
     """What LambdaBackground's asynchronous self-invocation does, driven through the handler."""
 
-    class ParkedBackground:
-        runs_remotely = True
-
-        def submit(self, execution_id: str, run: Any, poll: Any) -> Any:
-            class Handle:
-                def wait(self, timeout_s: float) -> None:
-                    return None
-
-            return Handle()
-
-    container.override(background=ParkedBackground())
+    container.override(background=RemoteBackgroundThatNeverRuns())
     sid = api.new_session()
     accepted = api.post(f"/v1/sessions/{sid}/execute", {"code": "bg", "wait": False}).json()
     assert fake_executor.invocations == []
@@ -510,17 +513,8 @@ def test_retry_during_the_run_gets_202_with_the_same_execution(
 def test_a_run_lost_with_its_process_is_reported_as_an_error(
     api: ApiClient, fake_executor: FakeExecutor, clock: Clock
 ) -> None:
-    class LostBackground:  # the process running it died: nothing ever finishes the record
-        runs_remotely = True
-
-        def submit(self, execution_id: str, run: Any, poll: Any) -> Any:
-            class Handle:
-                def wait(self, timeout_s: float) -> None:
-                    return None
-
-            return Handle()
-
-    container.override(background=LostBackground())
+    # the process running it died: nothing ever finishes the record
+    container.override(background=RemoteBackgroundThatNeverRuns())
     sid = api.new_session()
     accepted = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", "wait": False}).json()
     path = f"/v1/executions/{accepted['execution_id']}"
