@@ -11,12 +11,12 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.bundling import stage_sources
 from infra.config import StackConfig
+from infra.function_identity import own_log_group_and_role
 from lambdas.api.settings import ApiSettings
 
 API_HANDLER = "lambdas.api.handler.handler"
@@ -83,17 +83,9 @@ class ApiFunction(Construct):
             "POWERTOOLS_METRICS_NAMESPACE": _default("POWERTOOLS_METRICS_NAMESPACE"),
             "POWERTOOLS_LOG_LEVEL": _default("POWERTOOLS_LOG_LEVEL"),
         }
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=config.log_retention, removal_policy=config.removal_policy
+        self.log_group, self.role = own_log_group_and_role(
+            self, config, "API function: the control plane's grants"
         )
-        # Its own role, so it can write only its own log group (no AWS managed policy).
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="API function: the control plane's grants",
-        )
-        self.log_group.grant_write(self.role)
         self.function = lambda_.Function(
             self,
             "Function",

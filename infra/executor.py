@@ -10,11 +10,11 @@ from __future__ import annotations
 from aws_cdk import Duration, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.bundling import stage_sources
 from infra.config import StackConfig
+from infra.function_identity import own_log_group_and_role
 from infra.network import Network
 
 EXECUTOR_HANDLER = "lambdas.executor.handler.handler"
@@ -43,16 +43,9 @@ class Executor(Construct):
         network: Network | None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=config.log_retention, removal_policy=config.removal_policy
+        self.log_group, self.role = own_log_group_and_role(
+            self, config, "Executor: writes its own logs, nothing else"
         )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Executor: writes its own logs, nothing else",
-        )
-        self.log_group.grant_write(self.role)
         # Lambda stamps lambda:SourceFunctionArn on every call made with these credentials from
         # inside the environment (and on its own log delivery), never on its ENI management.
         # So even leaked credentials can do nothing but write this function's logs.
