@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from lambdas.executor import procs
 from local.config import HOST, LocalSettings
 from local.events import (
     PROXY_RESOURCE,
@@ -252,6 +253,11 @@ def banner(stack: RunningStack) -> str:
 
 
 def main() -> int:
+    # `make dev` stopped by a signal does not pass it on: stop with our parent, not orphaned.
+    parent = os.getppid()
+    procs.set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:
+        return 0
     try:
         stack = start()
     except ListenError as exc:
