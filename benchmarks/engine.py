@@ -2,7 +2,8 @@
 
     python -m benchmarks.engine [--json] [--runs N]
 
-Rows: a warm Jupyter kernel round trip (jupyter_client + ipykernel, `print(2+2)`), a cold
+Rows: a warm Jupyter kernel round trip (jupyter_client + ipykernel, `print(2+2)`), a Jupyter
+kernel start (start_kernel until wait_for_ready answers, 5 runs), a cold
 `python -c` importing numpy+pandas, the engine's warm execution in a live session worker
 (measured at the handler API, p50 over >= 200 runs), a new session's first execution (worker
 forked from the zygote with the data stack preloaded, sandbox applied, first cell run), the
@@ -94,6 +95,26 @@ def bench_jupyter(runs: int) -> list[float]:
         manager.shutdown_kernel(now=True)
 
 
+def bench_jupyter_start(runs: int) -> list[float]:
+    """A fresh Jupyter kernel until it answers (what the engine's worker fork replaces)."""
+    from jupyter_client.manager import KernelManager
+
+    samples = []
+    for _ in range(runs):
+        manager = KernelManager(kernel_name="python3")
+        started = time.perf_counter()
+        manager.start_kernel()
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=120)
+            samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+    return samples
+
+
 def bench_subprocess(runs: int) -> list[float]:
     command = [sys.executable, "-c", "import numpy, pandas; print(2+2)"]
     return _time_ms(lambda: subprocess.run(command, check=True, capture_output=True), runs)
@@ -183,11 +204,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as root:
         engine = bench_engine(runs, root)
     jupyter = bench_jupyter(runs)
+    jupyter_start = bench_jupyter_start(5)
     cold_python = bench_subprocess(10)
     snap = bench_snapshot(7)
 
     rows = [
         ("Jupyter kernel, warm round trip print(2+2)", jupyter),
+        ("Jupyter kernel start (start_kernel + wait_for_ready)", jupyter_start),
         ("cold python -c, import numpy+pandas", cold_python),
         ("engine: warm exec print(2+2), live session worker", engine["warm"]),
         ("engine: new session first exec, worker forked now", engine["fork"]),
@@ -207,10 +230,15 @@ def main() -> None:
         "cold_start_ms": round(_percentiles(engine["cold"])[0], 1),
         "snapshot_40mb_ms": round(_percentiles(snap["pure"])[0], 2),
         "jupyter_warm_p50_ms": round(_percentiles(jupyter)[0], 3),
+        "jupyter_start_ms": round(_percentiles(jupyter_start)[0], 1),
         "subprocess_numpy_pandas_p50_ms": round(_percentiles(cold_python)[0], 1),
     }
     speedup = summary["jupyter_warm_p50_ms"] / max(summary["warm_exec_p50_ms"], 1e-9)
     print(f"warm exec is {speedup:.1f}x faster than the Jupyter kernel (target >= 2x)")
+    fork_speedup = summary["jupyter_start_ms"] / max(summary["worker_fork_p50_ms"], 1e-9)
+    print(
+        f"a new session is {fork_speedup:.1f}x faster than a Jupyter kernel start (target >= 30x)"
+    )
     for key, target in TARGETS.items():
         verdict = "ok" if summary[key] <= target else "MISSED"
         print(f"target {key} <= {target}: {summary[key]} {verdict}")

@@ -231,6 +231,10 @@ class Engine:
         self._spare: _Worker | None = None
         self._spare_parts: tuple[socket.socket, int, int] | None = None
         self._hard_deadline = float("inf")
+        # `procs.fork_count()` as read just before the last stray scan that found nothing, and
+        # the worker forks confirmed since (each one raised that counter by exactly one).
+        self._forks_at_clean_scan: int | None = None
+        self._worker_forks_since_scan = 0
         procs.set_dumpable(False)  # children cannot read our environ or memory
         if self.settings.LCI_OWN_PROCESS:
             procs.set_child_subreaper()
@@ -352,6 +356,7 @@ class Engine:
         parts, self._spare_parts = self._spare_parts, None
         if parts is not None and replies:
             self._spare = self._make_worker(parts, replies[-1])
+            self._worker_forks_since_scan += 1
 
     def _fork_worker(self, session_id: str | None) -> _Worker:
         assert self._zygote is not None
@@ -362,6 +367,7 @@ class Engine:
                 self._discard(worker)
             parts = self._send_fork(warm=False)
             worker = self._make_worker(parts, self._zygote.collect()[0])
+            self._worker_forks_since_scan += 1
         worker.session_id = session_id
         name = _workspace_name(session_id)
         worker.workspace = os.path.join(self.settings.root, "workspaces", name)
@@ -376,6 +382,7 @@ class Engine:
     def _discard(self, worker: _Worker, want_status: bool = False) -> list[Any] | None:
         """Kill a worker and everything under it; with `want_status`, wait for its status
         (the zygote reaps the others in passing)."""
+        self._forks_at_clean_scan = None  # the next stray scan runs in full (and reaps)
         self._kill_tree(worker)
         worker.close()
         status = None
@@ -396,7 +403,18 @@ class Engine:
             self._zygote = None
             self._kill_orphans()
             return
-        self._collect_spare()
+        self._collect_spare()  # every fork asked of the zygote is confirmed (and counted) now
+        # Read before scanning. If by the next call it has moved only by the workers forked for
+        # us since, no other process or thread was started anywhere in between: this scan's
+        # verdict (nothing left) still holds and the next scan is skipped.
+        forks = procs.fork_count()
+        if (
+            forks is not None
+            and self._forks_at_clean_scan is not None
+            and forks - self._forks_at_clean_scan == self._worker_forks_since_scan
+        ):
+            return
+        self._forks_at_clean_scan = None
         zygote_pid = self._zygote.pid
         live = {worker.pid for worker in self._workers.values()}
         if self._spare is not None:
@@ -412,6 +430,8 @@ class Engine:
 
         leftovers = collect()
         if not leftovers:
+            self._forks_at_clean_scan = forks
+            self._worker_forks_since_scan = 0
             return
         if any(not procs.is_zombie_or_gone(pid) for pid in leftovers):
             procs.kill_processes(collect)

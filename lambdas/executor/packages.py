@@ -466,7 +466,7 @@ _LIBRARY_MARKERS = ("site-packages", "dist-packages")
 _LIBRARY_ROOTS = ("/opt/", "/var/")  # Lambda: layers, runtime, function code
 
 
-def _library_prefixes(cache_dir: str | os.PathLike[str]) -> tuple[str, ...]:
+def _library_prefixes(cache_dir: str | os.PathLike[str], search_path: list[str]) -> tuple[str, ...]:
     """Directories whose code is "library code": its imports never trigger installs."""
     import sysconfig
 
@@ -476,7 +476,7 @@ def _library_prefixes(cache_dir: str | os.PathLike[str]) -> tuple[str, ...]:
         path = sysconfig.get_paths().get(key)
         if path:
             prefixes.add(str(Path(path).resolve()))
-    for entry in sys.path:
+    for entry in search_path:
         if any(m in entry for m in _LIBRARY_MARKERS) or entry.startswith(_LIBRARY_ROOTS):
             prefixes.add(str(Path(entry).resolve()))
     return tuple(sorted(prefixes))
@@ -511,7 +511,10 @@ class OnDemandFinder:
         self.allow_pypi = allow_pypi
         self.cache_dir = cache_dir
         self.on_install = on_install
-        self._library_prefixes = _library_prefixes(cache_dir)
+        # Resolved on first use (a few ms of sysconfig and realpath work that most sessions
+        # never need), from sys.path as it is now.
+        self._search_path = list(sys.path)
+        self._prefixes: tuple[str, ...] | None = None
         self._failed: set[str] = set()
 
     def _from_user_code(self) -> bool:
@@ -524,7 +527,9 @@ class OnDemandFinder:
         resolved = str(Path(filename).resolve())
         if any(f"{os.sep}{marker}{os.sep}" in resolved for marker in _LIBRARY_MARKERS):
             return False
-        return not resolved.startswith(self._library_prefixes)
+        if self._prefixes is None:
+            self._prefixes = _library_prefixes(self.cache_dir, self._search_path)
+        return not resolved.startswith(self._prefixes)
 
     def find_spec(
         self,

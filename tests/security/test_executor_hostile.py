@@ -173,9 +173,36 @@ def test_a_double_forked_setsid_daemon_is_gone_after_the_run(
         "int(os.read(r, 32))"
     )
     result = driver.run(code)
+    print(result)
     daemon = int(result["result"]["text/plain"])
     assert daemon not in _only_the_environment_survives(driver, unprivileged_user.uid)
     _assert_still_serving(driver)
+
+
+def test_a_daemon_started_between_runs_is_gone_after_the_next_run(
+    driver: Driver, unprivileged_user
+) -> None:
+    # A background thread outlives its cell and starts the daemon while no run is going on.
+    started = driver.run(
+        "import os, threading, time\n"
+        "def later():\n"
+        "    time.sleep(0.3)\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(300)\n"
+        "        os._exit(0)\n"
+        "threading.Thread(target=later, daemon=True).start()"
+    )
+    assert started["status"] == "ok"
+    info = driver.info()
+    expected = {info["pid"], *info["environment_pids"]}
+    deadline = time.monotonic() + 15
+    while not _user_processes(unprivileged_user.uid) - expected:
+        assert time.monotonic() < deadline, "the background thread never started its daemon"
+        time.sleep(0.05)
+    _assert_still_serving(driver)
+    assert not _only_the_environment_survives(driver, unprivileged_user.uid)
 
 
 def test_killing_the_zygote_leaves_no_daemon_behind(driver: Driver, unprivileged_user) -> None:
