@@ -211,3 +211,30 @@ def test_a_layered_package_missing_here_is_served_by_the_wheelhouse(s3_wheelhous
     )
     assert outcome["results"] == ["1"]
     assert outcome["warnings"][0].startswith("installed tabulate 0.10.0 on demand")
+
+
+def test_a_session_imports_a_real_wheel_from_the_s3_wheelhouse_on_demand(
+    s3_wheelhouse_url, tmp_path
+):
+    """The whole path a user meets: no `packages` field, `import bs4` in a session of the real
+    executor, the wheel comes from the wheelhouse on moto S3, the result says so."""
+    from lambdas.executor.engine import Engine
+    from lambdas.executor.settings import ExecutorSettings
+    from tests.functional.executor_helpers import checked, invocation
+
+    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path / "env")))
+    try:
+        access = {"index_url": s3_wheelhouse_url, "allow_pypi": False}
+        code = "import bs4\nbs4.BeautifulSoup('<p>hi</p>', 'html.parser').p.text"
+        result = checked(engine.invoke(invocation(code, "s-wheel", wheelhouse=access)))["result"]
+        assert result["status"] == "ok", result["error"]
+        assert result["result"] == {"text/plain": "'hi'"}
+        assert any(
+            w.startswith("installed beautifulsoup4 4.15.0 on demand") for w in result["warnings"]
+        ), result["warnings"]
+        # Still importable in the next cell of the session, with nothing installed again.
+        again = checked(engine.invoke(invocation("bs4.__name__", "s-wheel", wheelhouse=access)))
+        assert again["result"]["result"] == {"text/plain": "'bs4'"}
+        assert not any("on demand" in w for w in again["result"]["warnings"])
+    finally:
+        engine.shutdown()
