@@ -693,7 +693,7 @@ class Engine:
             partial = True
         else:
             partial = False
-        result = _clean_cell(cell, spec) if isinstance(cell, dict) else _empty_cell()
+        result = _clean_cell(cell, spec) if isinstance(cell, dict) else protocol.empty_cell()
         if outcome.kind == "timeout":
             if cell is None or partial:
                 result["status"] = "timeout"
@@ -755,22 +755,8 @@ def _str_list(value: Any) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
-def _empty_cell() -> dict[str, Any]:
-    return {
-        "status": "error",
-        "stdout": "",
-        "stderr": "",
-        "stdout_truncated": False,
-        "stderr_truncated": False,
-        "result": None,
-        "outputs": [],
-        "error": None,
-        "warnings": [],
-    }
-
-
 def _clean_cell(cell: dict[str, Any], spec: ResourceLimits) -> dict[str, Any]:
-    clean = _empty_cell()
+    clean = protocol.empty_cell()
     status = cell.get("status")
     clean["status"] = status if status in _STATUSES else "error"
     for name in ("stdout", "stderr"):
@@ -971,7 +957,7 @@ def _explain_crash(response: dict[str, Any], status: list[Any] | None, memory_mb
 
 
 def _bare_result(execution_id: str, session_id: str | None, started: float) -> dict[str, Any]:
-    result = _empty_cell()
+    result = protocol.empty_cell()
     result.update(
         {
             "execution_id": execution_id,
@@ -988,7 +974,14 @@ def _bare_result(execution_id: str, session_id: str | None, started: float) -> d
 def _error_response(
     inv: ExecutorInvocation, name: str, message: str, started: float
 ) -> dict[str, Any]:
-    result = _bare_result(inv.execution_id, inv.session_id, started)
+    return _failure_response(inv.execution_id, inv.session_id, name, message, started)
+
+
+def _failure_response(
+    execution_id: str, session_id: str | None, name: str, message: str, started: float
+) -> dict[str, Any]:
+    """A response for a run that never reached a worker: one error, nothing saved."""
+    result = _bare_result(execution_id, session_id, started)
     result["error"] = _error_dict(name, message)
     result["outputs"] = [_error_output(result["error"])]
     return {
@@ -1011,12 +1004,10 @@ def _invalid_invocation(event: Any, exc: ValidationError, started: float) -> dic
         f"{'.'.join(str(part) for part in error['loc']) or 'payload'}: {error['msg']}"
         for error in exc.errors(include_url=False, include_input=False)[:10]
     )
-    result = _bare_result(execution_id, session_id, started)
-    result["error"] = _error_dict("InvalidInvocation", f"invalid executor invocation: {problems}")
-    result["outputs"] = [_error_output(result["error"])]
-    return {
-        "result": result,
-        "state": _empty_state_report(),
-        "cold_start": False,
-        "worker_restored": False,
-    }
+    return _failure_response(
+        execution_id,
+        session_id,
+        "InvalidInvocation",
+        f"invalid executor invocation: {problems}",
+        started,
+    )

@@ -19,6 +19,21 @@ class ProtocolError(Exception):
     """The peer closed the channel or sent something that is not a valid frame."""
 
 
+def empty_cell() -> dict[str, Any]:
+    """The cell part of a worker's result frame, before anything ran."""
+    return {
+        "status": "error",
+        "stdout": "",
+        "stderr": "",
+        "stdout_truncated": False,
+        "stderr_truncated": False,
+        "result": None,
+        "outputs": [],
+        "error": None,
+        "warnings": [],
+    }
+
+
 def encode_frame(message: Any) -> bytes:
     try:
         body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()

@@ -455,18 +455,10 @@ class Worker:
 
 
 def _failed_cell(name: str, message: str) -> dict[str, Any]:
-    error = {"name": name, "value": message, "traceback": []}
-    return {
-        "status": "error",
-        "stdout": "",
-        "stderr": "",
-        "stdout_truncated": False,
-        "stderr_truncated": False,
-        "result": None,
-        "outputs": [{"output_type": "error", "ename": name, "evalue": message, "traceback": []}],
-        "error": error,
-        "warnings": [],
-    }
+    cell = protocol.empty_cell()
+    cell["error"] = {"name": name, "value": message, "traceback": []}
+    cell["outputs"] = [{"output_type": "error", "ename": name, "evalue": message, "traceback": []}]
+    return cell
 
 
 def serve(sock: socket.socket, shell: Any, warm: bool) -> None:
