@@ -128,6 +128,20 @@ def _assert_still_serving(driver: Driver) -> None:
     assert result["result"] == {"text/plain": "'yes'"}
 
 
+# Double fork + setsid: a daemon in its own session, reparented away from the worker. The
+# grandchild writes its pid to `w`; the cell reads it from `r`.
+START_SETSID_DAEMON = (
+    "r, w = os.pipe()\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        os.write(w, str(os.getpid()).encode())\n"
+    "        time.sleep(300)\n"
+    "    os._exit(0)\n"
+    "os.close(w)\n"
+)
+
+
 def test_a_loop_ignoring_signals_ends_as_timeout(driver: Driver, unprivileged_user) -> None:
     code = (
         "import signal\n"
@@ -160,20 +174,8 @@ def test_a_fork_bomb_is_contained(driver: Driver, unprivileged_user) -> None:
 def test_a_double_forked_setsid_daemon_is_gone_after_the_run(
     driver: Driver, unprivileged_user
 ) -> None:
-    code = (
-        "import os, time\n"
-        "r, w = os.pipe()\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        "        os.write(w, str(os.getpid()).encode())\n"
-        "        time.sleep(300)\n"
-        "    os._exit(0)\n"
-        "os.close(w)\n"
-        "int(os.read(r, 32))"
-    )
+    code = "import os, time\n" + START_SETSID_DAEMON + "int(os.read(r, 32))"
     result = driver.run(code)
-    print(result)
     daemon = int(result["result"]["text/plain"])
     assert daemon not in _only_the_environment_survives(driver, unprivileged_user.uid)
     _assert_still_serving(driver)
@@ -207,16 +209,7 @@ def test_a_daemon_started_between_runs_is_gone_after_the_next_run(
 
 def test_killing_the_zygote_leaves_no_daemon_behind(driver: Driver, unprivileged_user) -> None:
     code = (
-        "import os, signal, time\n"
-        "r, w = os.pipe()\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        "        os.write(w, str(os.getpid()).encode())\n"
-        "        time.sleep(300)\n"
-        "    os._exit(0)\n"
-        "os.close(w)\n"
-        "daemon = int(os.read(r, 32))\n"
+        "import os, signal, time\n" + START_SETSID_DAEMON + "daemon = int(os.read(r, 32))\n"
         "time.sleep(0.2)\n"
         "os.kill(os.getppid(), signal.SIGKILL)  # the zygote\n"
         "time.sleep(30)"
