@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lambdas.executor import procs, protocol, workspace
+from lambdas.executor import heap, procs, protocol, workspace
 from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared.models import ExecutorInvocation, ResourceLimits
 
@@ -120,8 +120,9 @@ class _Zygote:
                 "MPLCONFIGDIR": os.path.join(config_dir, "matplotlib"),
                 "IPYTHONDIR": os.path.join(config_dir, "ipython"),
                 "HOME": config_dir,
-                "PYTHONPATH": os.pathsep.join(path for path in sys.path if path),
+                "PYTHONPATH": os.pathsep.join(os.path.abspath(path) for path in sys.path if path),
                 "PYTHONUNBUFFERED": "1",
+                **heap.allocator_environment(),
             }
         )
         for directory in (env["MPLCONFIGDIR"], env["IPYTHONDIR"]):
@@ -379,10 +380,15 @@ class Engine:
 
         procs.kill_processes(collect)
 
-    def _discard(self, worker: _Worker, want_status: bool = False) -> list[Any] | None:
+    def _discard(
+        self, worker: _Worker, want_status: bool = False, idle: bool = False
+    ) -> list[Any] | None:
         """Kill a worker and everything under it; with `want_status`, wait for its status
-        (the zygote reaps the others in passing)."""
-        self._forks_at_clean_scan = None  # the next stray scan runs in full (and reaps)
+        (the zygote reaps the others as they exit). An `idle` worker is a live session worker
+        between runs: the last stray scan left it without descendants, and anything it started
+        since moved the fork counter, so that scan's verdict still stands."""
+        if not idle:
+            self._forks_at_clean_scan = None  # the next stray scan runs in full
         self._kill_tree(worker)
         worker.close()
         status = None
@@ -517,6 +523,7 @@ class Engine:
             if self._zygote is not None:
                 self._zygote.process.kill()
         response["result"]["duration_ms"] = int((time.perf_counter() - started) * 1000)
+        self._evict_over_capacity()
         self._request_spare()  # forks while the caller handles the response
         return response
 
@@ -538,10 +545,15 @@ class Engine:
             worker = self._fork_worker(session_id)
         if session_id is not None:
             self._workers[session_id] = worker
-            while len(self._workers) > self.settings.LCI_MAX_WORKERS:
-                _, evicted = self._workers.popitem(last=False)
-                self._discard(evicted)
         return worker, True
+
+    def _evict_over_capacity(self) -> None:
+        """Least recently used session workers beyond LCI_MAX_WORKERS go, after the run that
+        added one (so its first cell does not share the CPU with their teardown); their
+        sessions restore from the snapshot when they come back."""
+        while len(self._workers) > self.settings.LCI_MAX_WORKERS:
+            _, evicted = self._workers.popitem(last=False)
+            self._discard(evicted, idle=True)
 
     def _exchange(
         self, worker: _Worker, inv: ExecutorInvocation, payload: bytes, fresh: bool

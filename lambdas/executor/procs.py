@@ -129,51 +129,6 @@ def kill_processes(collect: Callable[[], Iterable[int]], deadline_s: float = 5.0
     return len(killed)
 
 
-_HUGE_PAGE_BYTES = 2 * 1024 * 1024
-_MADV_COLLAPSE = 25  # Linux 6.1+
-
-
-def collapse_into_huge_pages(min_resident_fraction: float = 0.9) -> int:
-    """Back this process's populated anonymous memory with transparent huge pages, so a fork
-    copies one page-table entry per 2 MiB instead of 512 (the zygote's fork gets several ms
-    faster; a child's first write still copies only the 4 KiB page it touches). Only 2 MiB
-    ranges that are already almost fully resident are collapsed, so memory barely grows.
-    Best effort: returns how many huge pages were made (0 without THP support)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    madvise, mincore = _libc.madvise, _libc.mincore
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as handle:
-            if "[never]" in handle.read():
-                return 0
-        with open("/proc/self/maps") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    pages_per_huge = _HUGE_PAGE_BYTES // page
-    wanted = int(pages_per_huge * min_resident_fraction)
-    residency = ctypes.create_string_buffer(pages_per_huge)
-    collapsed = 0
-    for line in lines:
-        fields = line.split()
-        # Private writable memory with no file behind it: the heap and anonymous mappings.
-        if fields[1] != "rw-p" or (len(fields) > 5 and fields[5] != "[heap]"):
-            continue
-        start, end = (int(bound, 16) for bound in fields[0].split("-"))
-        address = -(-start // _HUGE_PAGE_BYTES) * _HUGE_PAGE_BYTES
-        while address + _HUGE_PAGE_BYTES <= end:
-            if mincore(address, _HUGE_PAGE_BYTES, residency) == 0:
-                resident = sum(byte & 1 for byte in residency.raw)
-                if resident >= wanted and madvise(address, _HUGE_PAGE_BYTES, _MADV_COLLAPSE) == 0:
-                    collapsed += 1
-            address += _HUGE_PAGE_BYTES
-    return collapsed
-
-
 def fork_count() -> int | None:
     """Processes and threads created on this machine since boot (`processes` in /proc/stat):
     a monotonic counter, so an unchanged value proves nothing new was started in between.

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from lambdas.executor import procs, protocol
+from lambdas.executor import heap, procs, protocol
 
 PRELOADED_MODULES = ("numpy", "pandas", "matplotlib", "cloudpickle", "IPython")
 
@@ -77,6 +77,12 @@ def _warm_up(shell: Any) -> None:
         with contextlib.suppress(AttributeError):
             delattr(sys, name)
     shell.execution_count = 1
+    # matplotlib empties its font cache in every forked child (FreeType handles are not
+    # fork-safe); emptied here, that costs a child nothing until it draws text.
+    font_manager = sys.modules.get("matplotlib.font_manager")
+    if font_manager is not None:
+        with contextlib.suppress(Exception):
+            font_manager._get_font.cache_clear()
 
 
 def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str, Any], shell: Any):
@@ -97,6 +103,7 @@ def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str,
         procs.set_dumpable(True)  # holds nothing secret; user code may inspect itself
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # user code waits for its own children
         gc.enable()
         from lambdas.executor import worker
 
@@ -108,19 +115,30 @@ def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str,
 
 
 _finished: dict[str, list[Any]] = {}  # wait statuses not asked for yet (bounded)
+_sweeping = False
 
 
-def _sweep() -> None:
-    while True:
-        try:
-            pid, status, usage = os.wait4(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        _finished[str(pid)] = _describe(status, usage.ru_maxrss)
-        while len(_finished) > 256:
-            _finished.pop(next(iter(_finished)))
+def _sweep(*_signal: Any) -> None:
+    """Reap every exited child. Also the SIGCHLD handler, so killed workers and orphans of
+    user code do not linger as zombies; a signal landing mid-sweep leaves the work to the
+    sweep already running."""
+    global _sweeping
+    if _sweeping:
+        return
+    _sweeping = True
+    try:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            _finished[str(pid)] = _describe(status, usage.ru_maxrss)
+            while len(_finished) > 256:
+                _finished.pop(next(iter(_finished)))
+    finally:
+        _sweeping = False
 
 
 def _reap(wait_pid: int | None) -> dict[str, list[Any]]:
@@ -160,9 +178,13 @@ def main() -> None:
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that spawned us ends, and the parent
     # may start the zygote from a short-lived thread. The parent's death closes our socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    signal.signal(signal.SIGCHLD, _sweep)
     shell, loaded = _preload(os.environ.get("IPYTHONDIR", "/tmp"))
-    gc.freeze()  # forked workers do not re-scan (and copy) the preloaded heap
-    huge_pages = procs.collapse_into_huge_pages()
+    # Before the first fork: workers then neither write refcounts into the preloaded heap nor
+    # re-scan it for garbage, so they copy far fewer of its pages.
+    immortal = heap.immortalize(gc.get_objects())
+    gc.freeze()
+    huge_pages = heap.collapse_into_huge_pages()
     protocol.send_frame(
         sock,
         {
@@ -170,6 +192,7 @@ def main() -> None:
             "preload_ms": (time.perf_counter() - started) * 1000,
             "modules": loaded,
             "huge_pages": huge_pages,
+            "immortal_objects": immortal,
         },
     )
     while True:

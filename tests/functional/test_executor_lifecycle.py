@@ -51,3 +51,31 @@ def test_environment_outlives_its_starting_thread_and_dies_with_its_parent(tmp_p
     while any(_alive(pid) for pid in report["pids"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in report["pids"] if _alive(pid)]
+
+
+def _reaped(pid: int, timeout_s: float = 5.0) -> bool:
+    """Gone from the process table: not even a zombie waiting for its parent."""
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_least_recently_used_worker_is_evicted_and_reaped_at_the_cap(tmp_path) -> None:
+    from lambdas.executor.engine import Engine
+    from lambdas.executor.settings import ExecutorSettings
+    from tests.functional.executor_helpers import checked, invocation
+
+    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path), LCI_MAX_WORKERS=2))
+    try:
+        for session in ("s-a", "s-b"):
+            checked(engine.invoke(invocation("x = 1", session)))
+        first = engine.worker_pids()["s-a"]
+        checked(engine.invoke(invocation("x = 1", "s-c")))  # a third session: s-a goes
+        assert sorted(engine.worker_pids()) == ["s-b", "s-c"]
+        assert _reaped(first)  # the zygote reaps it without being asked
+        again = checked(engine.invoke(invocation("'back'", "s-a")))
+        assert again["result"]["result"] == {"text/plain": "'back'"}
+        assert engine.worker_pids()["s-a"] != first and "s-b" not in engine.worker_pids()
+    finally:
+        engine.shutdown()

@@ -4,6 +4,7 @@ hostile-code limits are in tests/security)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -247,6 +248,32 @@ def test_background_processes_do_not_outlive_the_run(run: Run) -> None:
     result = run("import subprocess\np = subprocess.Popen(['sleep', '120'])\np.pid")
     pid = int(result["result"]["text/plain"])
     assert _gone(pid)
+
+
+def test_user_code_waits_for_its_own_children(run: Run) -> None:
+    # The zygote reaps its children on SIGCHLD; a worker must not inherit that, or this
+    # waitpid would find its (already exited) child taken.
+    code = (
+        "import os, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(7)\n"
+        "time.sleep(0.2)\n"
+        "os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])"
+    )
+    assert run(code)["result"] == {"text/plain": "7"}
+
+
+def test_the_preloaded_heap_is_immortal_in_a_worker(run: Run) -> None:
+    # Reference counting leaves immortal objects alone, so running preloaded code does not
+    # copy the zygote's pages; a value the user creates stays an ordinary object.
+    code = (
+        "import sys, numpy, IPython\n"
+        "[sys.getrefcount(numpy), sys.getrefcount(IPython.display), sys.getrefcount([])]"
+    )
+    counts = json.loads(run(code)["result"]["text/plain"])
+    assert counts[0] >= 2**32 - 1 and counts[1] >= 2**32 - 1
+    assert counts[2] < 100
 
 
 def test_memory_error_is_memory_exceeded(run: Run) -> None:

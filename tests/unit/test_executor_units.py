@@ -1,16 +1,21 @@
 """Executor building blocks: output capture and caps, ANSI stripping, snapshot filtering,
-workspace path safety and scanning, JSON framing, and shaping untrusted worker output."""
+workspace path safety and scanning, JSON framing, shaping untrusted worker output, and the
+zygote's immortal heap."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from lambdas.executor import engine, kernel, protocol, snapshot, workspace
+from lambdas.executor import engine, heap, kernel, protocol, snapshot, workspace
 from lambdas.shared.models import ExecutorResponse, ResourceLimits
+from tests.conftest import REPO_ROOT
 
 
 def test_stream_capture_caps_bytes_and_flags_truncation() -> None:
@@ -249,3 +254,37 @@ def test_an_internal_failure_is_a_clean_error_result(tmp_path, monkeypatch) -> N
     parsed = ExecutorResponse.model_validate(broken.invoke(event))
     assert parsed.result.status == "error" and parsed.result.error is not None
     assert parsed.result.error.name == "ExecutorError" and "boom" not in parsed.result.error.value
+
+
+IMMORTALIZE = """
+import gc, json, sys, weakref
+from lambdas.executor import heap
+
+class Value:
+    pass
+
+values = [Value() for _ in range(1000)]
+watch = weakref.ref(values[500])
+made = heap.immortalize(values)
+counts = {sys.getrefcount(value) for value in values}
+del values
+gc.collect()
+print(json.dumps({"made": made, "counts": sorted(counts), "alive": watch() is not None}))
+"""
+
+
+def test_immortalized_objects_are_left_alone_by_reference_counting() -> None:
+    if not heap.immortality_supported():
+        pytest.skip("this interpreter's object layout is not the one heap.immortalize knows")
+    done = subprocess.run(
+        [sys.executable, "-c", IMMORTALIZE],
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    assert report["made"] == 1000
+    assert report["counts"] == [2**32 - 1]  # the refcount None has; the list's refs did not move it
+    assert report["alive"]  # dropping every reference freed nothing
