@@ -87,15 +87,27 @@ class _Worker:
     poller: Any = field(default=None)
     # Readable when the worker exits, even if a descendant still holds its socket open.
     pid_fd: int = -1
+    # protocol.OutputMirror memory: what the current cell printed, should the worker die.
+    mirror_fd: int = -1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        for fd in (self.out_fd, self.err_fd, self.pid_fd):
+        for fd in (self.out_fd, self.err_fd, self.pid_fd, self.mirror_fd):
             if fd < 0:
                 continue
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    @classmethod
+    def unborn(cls, parts: _Channel) -> _Worker:
+        """Our ends of a channel whose worker was never forked (only to close them)."""
+        parent_sock, out_r, err_r, mirror_fd = parts
+        return cls(0, parent_sock, out_r, err_r, "", None, mirror_fd=mirror_fd)
+
+
+# Our ends of a worker's channel: socket, stdout pipe, stderr pipe, output mirror.
+_Channel = tuple[socket.socket, int, int, int]
 
 
 @dataclass
@@ -230,7 +242,7 @@ class Engine:
         # A worker forked ahead of need (fork + first-touch costs paid off the critical path);
         # `_spare_parts` holds its channel while the zygote's reply (its pid) is unread.
         self._spare: _Worker | None = None
-        self._spare_parts: tuple[socket.socket, int, int] | None = None
+        self._spare_parts: _Channel | None = None
         self._hard_deadline = float("inf")
         # `procs.fork_count()` as read just before the last stray scan that found nothing, and
         # the worker forks confirmed since (each one raised that counter by exactly one).
@@ -276,8 +288,7 @@ class Engine:
             self._discard(self._spare)
         self._spare = None
         if self._spare_parts is not None:  # the zygote never answered: just close our ends
-            sock, out_r, err_r = self._spare_parts
-            _Worker(0, sock, out_r, err_r, "", None).close()
+            _Worker.unborn(self._spare_parts).close()
             self._spare_parts = None
 
     @property
@@ -302,30 +313,32 @@ class Engine:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _send_fork(self, warm: bool) -> tuple[socket.socket, int, int]:
+    def _send_fork(self, warm: bool) -> _Channel:
         assert self._zygote is not None
         parent_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        mirror_fd = -1
         try:
-            self._zygote.send({"op": "fork", "warm": warm}, [child_sock.fileno(), out_w, err_w])
+            mirror_fd = protocol.OutputMirror.create_fd()
+            self._zygote.send(
+                {"op": "fork", "warm": warm}, [child_sock.fileno(), out_w, err_w, mirror_fd]
+            )
         except BaseException:
-            parent_sock.close()
-            os.close(out_r)
-            os.close(err_r)
+            _Worker.unborn((parent_sock, out_r, err_r, mirror_fd)).close()
             raise
         finally:
             child_sock.close()
             os.close(out_w)
             os.close(err_w)
-        return parent_sock, out_r, err_r
+        return parent_sock, out_r, err_r, mirror_fd
 
     @staticmethod
-    def _make_worker(parts: tuple[socket.socket, int, int], reply: dict[str, Any]) -> _Worker:
-        parent_sock, out_r, err_r = parts
+    def _make_worker(parts: _Channel, reply: dict[str, Any]) -> _Worker:
+        parent_sock, out_r, err_r, mirror_fd = parts
         pid = reply.get("pid")
         if not isinstance(pid, int) or pid <= 0:
-            _Worker(0, parent_sock, out_r, err_r, "", None).close()
+            _Worker.unborn(parts).close()
             raise protocol.ProtocolError("the zygote did not fork a worker")
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
@@ -338,7 +351,7 @@ class Engine:
             pid_fd = -1
         else:
             poller.register(pid_fd, select.POLLIN)
-        return _Worker(pid, parent_sock, out_r, err_r, "", None, poller, pid_fd)
+        return _Worker(pid, parent_sock, out_r, err_r, "", None, poller, pid_fd, mirror_fd)
 
     def _request_spare(self) -> None:
         if (
@@ -703,6 +716,10 @@ class Engine:
             cell = outcome.partial
             outcome.partial = None
             partial = True
+        elif cell is None and outcome.kind in ("crashed", "timeout"):
+            # Died (or stuck in C code) before answering: what it printed is in the mirror.
+            cell = _mirrored_cell(worker.mirror_fd)
+            partial = cell is not None
         else:
             partial = False
         result = _clean_cell(cell, spec) if isinstance(cell, dict) else protocol.empty_cell()
@@ -720,7 +737,7 @@ class Engine:
                 "last saved state on the next execution"
             )
         elif outcome.kind in ("crashed", "invalid"):
-            if cell is None:
+            if cell is None or partial:
                 result["status"] = "error"
                 detail = outcome.detail or "it exited unexpectedly"
                 result["error"] = _error_dict("WorkerCrashed", detail)
@@ -797,6 +814,25 @@ def _clean_cell(cell: dict[str, Any], spec: ResourceLimits) -> dict[str, Any]:
         clean["error"] = _error_dict("Error", "the cell failed")
     clean["warnings"] = _str_list(cell.get("warnings"))
     return clean
+
+
+def _mirrored_cell(mirror_fd: int) -> dict[str, Any] | None:
+    """The streams a dead worker printed before dying, as a cell (None if it printed nothing);
+    `_clean_cell` caps it like anything else the worker produced."""
+    if mirror_fd < 0:
+        return None
+    printed = protocol.OutputMirror.read(mirror_fd)
+    if not printed:
+        return None
+    cell = protocol.empty_cell()
+    outputs: list[dict[str, Any]] = cell["outputs"]
+    for name, text in printed:
+        cell[name] += text
+        if outputs and outputs[-1]["name"] == name:
+            outputs[-1]["text"] += text
+        else:
+            outputs.append({"output_type": "stream", "name": name, "text": text})
+    return cell
 
 
 def _empty_state_report() -> dict[str, Any]:

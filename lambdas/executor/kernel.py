@@ -75,6 +75,9 @@ class CellCapture:
         self.memory_error = False
         self.warnings: list[str] = []
         self._open_stream: dict[str, Any] | None = None
+        # protocol.OutputMirror of the worker: kept stream text also lands where the parent
+        # can read it if the worker dies before answering.
+        self.mirror: Any = None
 
     def add_stream(self, name: str, text: str) -> None:
         room = self.stream_room[name]
@@ -92,6 +95,8 @@ class CellCapture:
             self.stream_room[name] = room - len(text.encode("utf-8", "surrogatepass"))
         if not text:
             return
+        if self.mirror is not None:
+            self.mirror.append(name, text)
         self.stream_parts[name].append(text)
         current = self._open_stream
         if current is not None and current["name"] == name:

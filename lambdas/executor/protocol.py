@@ -7,9 +7,13 @@ sends without executing anything (SPEC invariant 3). Every read is size-capped.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import socket
 import struct
 from typing import Any
+
+from lambdas.shared import limits
 
 _HEADER = struct.Struct("!I")
 MAX_CONTROL_FRAME_BYTES = 1024 * 1024
@@ -32,6 +36,78 @@ def empty_cell() -> dict[str, Any]:
         "error": None,
         "warnings": [],
     }
+
+
+class OutputMirror:
+    """What a cell prints, copied as it is printed into memory the parent can read: a worker
+    that dies mid-cell (os._exit, a segfault, the OOM killer) never sends its result, but the
+    parent still shows what was printed before, as Jupyter does.
+
+    Layout: an 8-byte count of bytes used, then records (1-byte stream: 1 stdout, 2 stderr;
+    4-byte length; UTF-8 text). The count moves only after a record is complete, so a death
+    mid-write leaves a readable prefix. The parent treats the contents as untrusted bytes."""
+
+    _USED = struct.Struct("<Q")
+    _RECORD = struct.Struct("<BI")
+    # Both streams at their largest cap, plus room for record headers.
+    SIZE = 2 * limits.MAX_STREAM_BYTES + 256 * 1024
+    _STREAMS = {"stdout": 1, "stderr": 2}
+
+    def __init__(self, memory: mmap.mmap) -> None:
+        self._memory = memory
+        self._used = 0
+
+    @classmethod
+    def create_fd(cls) -> int:
+        """The parent's side: anonymous shared memory (pages exist only once written)."""
+        fd = os.memfd_create("lci-output", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, cls.SIZE)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    @classmethod
+    def attach(cls, fd: int) -> OutputMirror:
+        """The worker's side: map it (the mapping outlives the fd, which is closed after)."""
+        return cls(mmap.mmap(fd, cls.SIZE))
+
+    def reset(self) -> None:
+        self._used = 0
+        self._USED.pack_into(self._memory, 0, 0)
+
+    def append(self, name: str, text: str) -> None:
+        data = text.encode("utf-8", "surrogatepass")
+        start = self._USED.size + self._used
+        end = start + self._RECORD.size + len(data)
+        if end > self.SIZE:
+            return  # the capture itself caps streams; this copy just stops
+        self._memory[start + self._RECORD.size : end] = data
+        self._RECORD.pack_into(self._memory, start, self._STREAMS[name], len(data))
+        self._used = end - self._USED.size
+        self._USED.pack_into(self._memory, 0, self._used)
+
+    @classmethod
+    def read(cls, fd: int) -> list[tuple[str, str]]:
+        """The parent's side, after the worker died: (stream, text) in the order printed."""
+        try:
+            header = os.pread(fd, cls._USED.size, 0)
+            (used,) = cls._USED.unpack(header)
+            data = os.pread(fd, min(used, cls.SIZE - cls._USED.size), cls._USED.size)
+        except (OSError, struct.error):
+            return []
+        names = {number: name for name, number in cls._STREAMS.items()}
+        found: list[tuple[str, str]] = []
+        offset = 0
+        while offset + cls._RECORD.size <= len(data):
+            stream, length = cls._RECORD.unpack_from(data, offset)
+            offset += cls._RECORD.size
+            if stream not in names or offset + length > len(data):
+                break
+            found.append((names[stream], data[offset : offset + length].decode("utf-8", "replace")))
+            offset += length
+        return found
 
 
 def encode_frame(message: Any) -> bytes:

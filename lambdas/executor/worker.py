@@ -104,9 +104,12 @@ class PackageError(Exception):
 
 
 class Worker:
-    def __init__(self, sock: socket.socket, shell: Any) -> None:
+    def __init__(
+        self, sock: socket.socket, shell: Any, mirror: protocol.OutputMirror | None = None
+    ) -> None:
         self.sock = sock
         self.shell = shell
+        self.mirror = mirror
         self.one_shot = False  # set by the first run: a one-shot worker exits after it
         self.sandboxed = False
         self.in_cell = False
@@ -187,6 +190,8 @@ class Worker:
     # -- one invocation ------------------------------------------------------------------------
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.mirror is not None:
+            self.mirror.reset()  # the parent must never read an earlier run's output
         inv = message["inv"]
         if not self.sandboxed:
             self.one_shot = bool(message.get("one_shot"))
@@ -313,6 +318,7 @@ class Worker:
     def _run_cell(self, inv: dict[str, Any]) -> dict[str, Any]:
         spec = inv["limits"]
         capture = kernel.CellCapture(spec["stream_bytes"], spec["result_bytes"])
+        capture.mirror = self.mirror
         kernel.SINK.capture = capture
         self.before_files = workspace.scan(self.workspace)
         env = inv.get("env") or {}
@@ -461,9 +467,11 @@ def _failed_cell(name: str, message: str) -> dict[str, Any]:
     return cell
 
 
-def serve(sock: socket.socket, shell: Any, warm: bool) -> None:
+def serve(
+    sock: socket.socket, shell: Any, warm: bool, mirror: protocol.OutputMirror | None = None
+) -> None:
     kernel.install_streams()
-    worker = Worker(sock, shell)
+    worker = Worker(sock, shell, mirror)
     signal.signal(signal.SIGUSR1, worker.send_partial)
     if warm:
         # A spare worker forked ahead of need: pay the first-cell costs (copy-on-write page

@@ -2,9 +2,10 @@
 
 Started by the trusted parent with a scrubbed environment (so no secret is ever in the memory
 that workers inherit) and a socketpair fd as argv[1]. Requests are JSON frames; a `fork`
-request carries the worker's socket and its stdout/stderr pipes as passed fds. The zygote is a
-child subreaper (orphans of user code land here, where the parent can find and kill them),
-non-dumpable, and exits with everything under it when the parent's end of the socket closes.
+request carries the worker's socket, its stdout/stderr pipes and its output mirror as passed
+fds. The zygote is a child subreaper (orphans of user code land here, where the parent can find
+and kill them), non-dumpable, and exits with everything under it when the parent's end of the
+socket closes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from lambdas.executor import heap, procs, protocol
 
 PRELOADED_MODULES = ("numpy", "pandas", "matplotlib", "cloudpickle", "IPython")
+FORK_FDS = 4  # a fork request carries: worker socket, stdout pipe, stderr pipe, output mirror
 
 
 def _preload(ipython_dir: str) -> tuple[Any, list[str]]:
@@ -89,7 +91,8 @@ def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str,
     """In the forked child: detach from the zygote and serve as a session worker."""
     code = 0
     try:
-        worker_fd, out_fd, err_fd = fds
+        worker_fd, out_fd, err_fd, mirror_fd = fds
+        mirror = protocol.OutputMirror.attach(mirror_fd)  # mapped; the fd is closed below
         zygote_sock.detach()
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -107,7 +110,7 @@ def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str,
         gc.enable()
         from lambdas.executor import worker
 
-        worker.serve(socket.socket(fileno=worker_fd), shell, bool(request.get("warm")))
+        worker.serve(socket.socket(fileno=worker_fd), shell, bool(request.get("warm")), mirror)
     except BaseException:
         code = 70
     finally:
@@ -197,12 +200,12 @@ def main() -> None:
     )
     while True:
         try:
-            request, fds = protocol.recv_frame_with_fds(sock, 3)
+            request, fds = protocol.recv_frame_with_fds(sock, FORK_FDS)
         except (protocol.ProtocolError, OSError, ValueError):
             _exit_with_everything()
         op = request.get("op")
         _sweep()
-        if op == "fork" and len(fds) == 3:
+        if op == "fork" and len(fds) == FORK_FDS:
             pid = os.fork()
             if pid == 0:
                 _start_worker(sock, fds, request, shell)

@@ -217,7 +217,28 @@ def test_a_crashing_worker_is_reported_and_the_session_goes_on(run: Run) -> None
     assert "exited with code 3" in crashed["error"]["value"]
     segv = run("import ctypes\nctypes.string_at(0)", session_id="s-crash")
     assert segv["error"]["name"] == "WorkerCrashed" and "SIGSEGV" in segv["error"]["value"]
+    assert segv["stdout"] == ""  # nothing printed this time: no output of earlier runs shows up
     assert run("1 + 1", session_id="s-crash")["result"] == {"text/plain": "2"}
+
+
+def test_what_a_cell_printed_before_its_worker_died_is_kept(run: Run) -> None:
+    code = (
+        "import ctypes, sys\n"
+        "print('loading')\n"
+        "print('careful', file=sys.stderr)\n"
+        "print('almost')\n"
+        "ctypes.string_at(0)"
+    )
+    crashed = run(code, session_id="s-crash-output")
+    assert crashed["error"]["name"] == "WorkerCrashed" and "SIGSEGV" in crashed["error"]["value"]
+    assert crashed["stdout"] == "loading\nalmost\n" and crashed["stderr"] == "careful\n"
+    kinds = [(o["output_type"], o.get("name")) for o in crashed["outputs"]]
+    assert kinds == [
+        ("stream", "stdout"),
+        ("stream", "stderr"),
+        ("stream", "stdout"),
+        ("error", None),
+    ]
 
 
 def test_timeout_kills_the_worker_and_the_next_run_works(run: Run) -> None:

@@ -288,3 +288,20 @@ def test_immortalized_objects_are_left_alone_by_reference_counting() -> None:
     assert report["made"] == 1000
     assert report["counts"] == [2**32 - 1]  # the refcount None has; the list's refs did not move it
     assert report["alive"]  # dropping every reference freed nothing
+
+
+def test_the_output_mirror_keeps_order_and_survives_garbage() -> None:
+    fd = protocol.OutputMirror.create_fd()
+    try:
+        mirror = protocol.OutputMirror.attach(fd)
+        mirror.reset()
+        mirror.append("stdout", "héllo\n")
+        mirror.append("stderr", "oops\n")
+        assert protocol.OutputMirror.read(fd) == [("stdout", "héllo\n"), ("stderr", "oops\n")]
+        # A hostile worker may scribble anything: the parent reads a sane prefix or nothing.
+        os.pwrite(fd, (2**63).to_bytes(8, "little") + b"\x01\xff\xff\xff\x7fabc", 0)
+        assert protocol.OutputMirror.read(fd) == []
+        mirror.reset()
+        assert protocol.OutputMirror.read(fd) == []
+    finally:
+        os.close(fd)
