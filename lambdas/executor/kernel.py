@@ -12,9 +12,11 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -24,6 +26,12 @@ from traitlets.config import Config
 
 DEEP_TRACEBACK_FRAMES = 50
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# `!pip install x`, `!pip3 install x`, `!python -m pip install x`: the arguments after "pip".
+_PIP_COMMAND = re.compile(r"^\s*(?:pip3?|python3?(?:\.\d+)?\s+-m\s+pip)\s+(.*)$", re.DOTALL)
+# pip options that would fetch from elsewhere than this deployment's wheelhouse.
+_PIP_SOURCE_OPTIONS = ("-r", "--requirement", "-e", "--editable", "-i", "--index-url",
+                       "--extra-index-url", "-f", "--find-links", "-t", "--target")  # fmt: skip
+_PACKAGES_HINT = "GET /v1/packages lists what this deployment offers"
 
 
 def strip_ansi(text: str) -> str:
@@ -241,8 +249,66 @@ def run_shell_command(command: str) -> int:
     return process.wait()
 
 
+class PackageNotAvailable(RuntimeError):
+    """`%pip install` asked for something this deployment does not offer."""
+
+
+def run_pip(shell: SandboxShell, argv: list[str]) -> None:
+    """`%pip` and `!pip`: there is no pip (and on Lambda no internet) in the sandbox, but the
+    habit is strong, so `install` installs whitelisted packages the way an import would (from
+    the deployment's wheelhouse) and `list` lists what is importable; anything else is refused
+    at once with a clear message instead of hanging on a network that is not there."""
+    command = argv[0] if argv else ""
+    if command in ("list", "freeze"):
+        from importlib import metadata
+
+        seen = {(dist.metadata["Name"] or "?"): dist.version for dist in metadata.distributions()}
+        separator = "==" if command == "freeze" else " "
+        for name in sorted(seen, key=str.lower):
+            print(f"{name}{separator}{seen[name]}")
+        return
+    if command != "install":
+        raise PackageNotAvailable(
+            f"`pip {command}` is not available here: only `%pip install <package>` (whitelisted "
+            f"packages) and `%pip list` work; {_PACKAGES_HINT}"
+        )
+    refused = [arg for arg in argv[1:] if arg.split("=", 1)[0] in _PIP_SOURCE_OPTIONS]
+    if refused:
+        raise PackageNotAvailable(
+            f"pip option {refused[0]} is not supported: packages come only from this "
+            f"deployment's whitelist; {_PACKAGES_HINT}"
+        )
+    specs = [arg for arg in argv[1:] if not arg.startswith("-")]
+    if not specs:
+        raise PackageNotAvailable("name the packages to install: %pip install <package> ...")
+    if shell.package_installer is None:
+        raise PackageNotAvailable(
+            f"on-demand packages are not available in this environment; {_PACKAGES_HINT}"
+        )
+    try:
+        for line in shell.package_installer(specs):
+            print(line)
+    except Exception as exc:
+        raise PackageNotAvailable(f"{exc}; {_PACKAGES_HINT}") from None
+    from importlib import metadata
+
+    for spec in specs:
+        name = re.split(r"[\s<>=!~;\[]", spec.strip(), maxsplit=1)[0]
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        pinned = "==" in spec and spec.split("==", 1)[1].strip() != version
+        note = f" (this deployment pins {name} at {version})" if pinned else ""
+        print(f"{name} {version} is ready to import{note}")
+
+
 class SandboxShell(InteractiveShell):
     """An InteractiveShell without a terminal; outputs go to the current `CellCapture`."""
+
+    # Set by the worker once it knows the deployment's wheelhouse: installs whitelisted
+    # packages (requirement specs in, one message per install out).
+    package_installer: Callable[[list[str]], list[str]] | None = None
 
     def enable_gui(self, gui=None) -> None:
         return None  # the inline matplotlib backend needs no event loop
@@ -250,7 +316,13 @@ class SandboxShell(InteractiveShell):
     def system_piped(self, cmd: str) -> None:
         if cmd.rstrip().endswith("&"):
             raise OSError("Background processes not supported.")
-        exit_code = run_shell_command(self.var_expand(cmd, depth=1))
+        expanded = self.var_expand(cmd, depth=1)
+        pip = _PIP_COMMAND.match(expanded)
+        if pip is not None:
+            run_pip(self, shlex.split(pip.group(1)))
+            self.user_ns["_exit_code"] = 0
+            return
+        exit_code = run_shell_command(expanded)
         self.user_ns["_exit_code"] = exit_code
         if self.system_raise_on_error and exit_code != 0:
             raise subprocess.CalledProcessError(exit_code, cmd)
@@ -339,7 +411,21 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     # matplotlib missing or broken: plots are simply not captured.
     with contextlib.suppress(Exception):
         shell.enable_matplotlib("inline")
+    magics = shell.magics_manager
+    magics.register_function(lambda line: run_pip(shell, shlex.split(line)), "line", "pip")
+    for name in ("conda", "mamba", "micromamba", "uv"):
+        magics.register_function(_refuse_package_manager(name), "line", name)
     return shell
+
+
+def _refuse_package_manager(name: str) -> Callable[[str], None]:
+    def refuse(line: str) -> None:
+        raise PackageNotAvailable(
+            f"{name} is not available here: `%pip install <package>` installs whitelisted "
+            f"packages; {_PACKAGES_HINT}"
+        )
+
+    return refuse
 
 
 def run_cell(shell: InteractiveShell, code: str, execution_count: int) -> None:

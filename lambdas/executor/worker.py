@@ -9,6 +9,7 @@ and the changed files through presigned URLs. It only ever talks JSON frames to 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import resource
@@ -185,6 +186,13 @@ class Worker:
                 )
             except Exception as exc:
                 self.package_warnings.append(f"on-demand imports are unavailable: {exc}")
+            else:
+                self.shell.package_installer = functools.partial(
+                    self.packages.install_requirements,
+                    wheelhouse_url=wheelhouse.get("index_url"),
+                    allow_pypi=bool(wheelhouse.get("allow_pypi")),
+                    cache_dir=self.package_cache,
+                )
         self.sandboxed = True
 
     # -- one invocation ------------------------------------------------------------------------

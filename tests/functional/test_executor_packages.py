@@ -105,3 +105,45 @@ def test_a_package_that_cannot_be_installed_is_a_clear_error(engine: Engine, whe
     assert result["status"] == "error"
     assert result["error"]["name"] == "PackageInstallError"
     assert "not-in-wheelhouse" in result["error"]["value"]
+
+
+def test_pip_install_in_a_cell_installs_whitelisted_packages(engine: Engine, wheelhouse) -> None:
+    access = {"index_url": wheelhouse, "allow_pypi": False}
+    installed = checked(
+        engine.invoke(invocation(f"%pip install -q {DIST}==2.0", "s-pip", wheelhouse=access))
+    )["result"]
+    assert installed["status"] == "ok", installed["error"]
+    assert (
+        f"{DIST} 1.0 is ready to import (this deployment pins {DIST} at 1.0)"
+        in (installed["stdout"])
+    )
+    imported = checked(
+        engine.invoke(invocation(f"import {MODULE}\n{MODULE}.VALUE", "s-pip", wheelhouse=access))
+    )["result"]
+    assert imported["result"] == {"text/plain": "42"}
+
+
+def test_pip_never_reaches_for_a_network_the_sandbox_does_not_have(
+    engine: Engine, wheelhouse
+) -> None:
+    access = {"index_url": wheelhouse, "allow_pypi": False}
+
+    def run(code: str) -> dict:
+        return checked(engine.invoke(invocation(code, "s-pip-refused", wheelhouse=access)))[
+            "result"
+        ]
+
+    for code in ("!pip install not-whitelisted", "%pip install not-whitelisted"):
+        refused = run(code)
+        assert refused["status"] == "error" and refused["error"]["name"] == "PackageNotAvailable"
+        assert "not-whitelisted" in refused["error"]["value"]
+        assert "/v1/packages" in refused["error"]["value"]
+    for code in (
+        "%pip install -r requirements.txt",
+        "%pip uninstall numpy",
+        "%conda install numpy",
+        "!python -m pip install --index-url https://example.com/simple numpy",
+    ):
+        assert run(code)["error"]["name"] == "PackageNotAvailable", code
+    listed = run("%pip list")
+    assert listed["status"] == "ok" and "numpy " in listed["stdout"]
