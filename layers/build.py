@@ -301,12 +301,32 @@ def load_segments_aligned(path: Path) -> bool:
     return True
 
 
-def strip_shared_objects(site: Path) -> tuple[int, int, list[str]]:
+# Tools that strip shared objects of each architecture, best first: the host's `strip` only
+# knows its own machine, llvm-strip knows them all.
+STRIP_TOOLS = {
+    "x86_64": ("x86_64-linux-gnu-strip", "strip", "llvm-strip"),
+    "arm64": ("aarch64-linux-gnu-strip", "llvm-strip", "strip"),
+}
+
+
+def _strip_tool(arch: str) -> str | None:
+    host_arch = "arm64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+    for name in STRIP_TOOLS[arch]:
+        if name == "strip" and host_arch != arch:
+            continue  # the host's strip cannot read foreign objects
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    return None
+
+
+def strip_shared_objects(site: Path, arch: str = "x86_64") -> tuple[int, int, list[str]]:
     """strip --strip-unneeded every .so; restore any that stripping left misaligned (the
     patchelf'd libraries in `*.libs`). Returns (bytes saved, stripped count, restored names)."""
-    strip = shutil.which("strip")
+    strip = _strip_tool(arch)
     if strip is None:
-        log("warning: `strip` not found, shared objects stay unstripped")
+        log(f"warning: no strip tool for {arch} ({', '.join(STRIP_TOOLS[arch])}), "
+            "shared objects stay unstripped")  # fmt: skip
         return 0, 0, []
     saved, stripped, restored = 0, 0, []
     for path in site.rglob("*.so*"):
@@ -450,7 +470,9 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest}"
 
 
-def repack_wheel(wheel: Path, destination: Path, python: str | None, work: Path) -> None:
+def repack_wheel(
+    wheel: Path, destination: Path, python: str | None, work: Path, arch: str = "x86_64"
+) -> None:
     """A slim wheel for on-demand installs: tests/caches dropped, .so stripped, and .pyc
     precompiled (unchecked-hash) so the first import after the install compiles nothing —
     compiling is what dominates an on-demand install otherwise. RECORD is rewritten."""
@@ -459,7 +481,7 @@ def repack_wheel(wheel: Path, destination: Path, python: str | None, work: Path)
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tree)
     slim(tree)
-    strip_shared_objects(tree)
+    strip_shared_objects(tree, arch)
     if python is not None:  # a file that does not compile just stays without .pyc
         command = [python, "-I", "-m", "compileall", "-q", "-f", "--invalidation-mode",
                    "unchecked-hash", "-s", str(tree), str(tree)]  # fmt: skip
@@ -503,7 +525,7 @@ def write_wheelhouse(
         assert wheel is not None
         destination = target / wheel.name
         if dists[name].layer is None:
-            repack_wheel(wheel, destination, python, work)
+            repack_wheel(wheel, destination, python, work, arch)
         else:
             # Layered on Lambda; kept as published for environments without the layers.
             try:
@@ -625,7 +647,7 @@ def _build_locked(
         for pattern in settings.drop_files:
             for path in site.glob(pattern):
                 path.unlink()
-        saved, count, restored = strip_shared_objects(site)
+        saved, count, restored = strip_shared_objects(site, arch)
         kept = f", kept {len(restored)} unstripped (page alignment)" if restored else ""
         log(f"{layer.name}: stripped {count} shared objects (-{saved / 2**20:.1f} MiB){kept}")
 

@@ -188,3 +188,19 @@ def test_platform_args_target_the_lambda_runtime():
         "3.13",
         "--only-binary=:all:",
     ]
+
+
+def test_foreign_architecture_objects_are_stripped_with_a_tool_that_reads_them(monkeypatch):
+    # binutils' strip on an x86_64 host cannot read aarch64 objects: arm64 layers would stay
+    # unstripped and go over budget. llvm-strip (or a cross strip) reads every architecture.
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    available = {"strip", "llvm-strip"}
+    monkeypatch.setattr(
+        build.shutil, "which", lambda name: f"/usr/bin/{name}" if name in available else None
+    )
+    assert build._strip_tool("x86_64") == "/usr/bin/strip"
+    assert build._strip_tool("arm64") == "/usr/bin/llvm-strip"
+    available = {"strip"}
+    assert build._strip_tool("arm64") is None  # and the build says so instead of failing later
+    available = {"strip", "aarch64-linux-gnu-strip", "llvm-strip"}
+    assert build._strip_tool("arm64") == "/usr/bin/aarch64-linux-gnu-strip"
