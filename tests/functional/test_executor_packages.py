@@ -7,8 +7,9 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,69 +73,48 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine.shutdown()
 
 
-def test_first_import_installs_then_listed_packages_are_ready(engine: Engine, wheelhouse) -> None:
-    access = {"index_url": wheelhouse, "allow_pypi": False}
-    hooked = checked(
-        engine.invoke(invocation(f"import {MODULE}\n{MODULE}.VALUE", "s-hook", wheelhouse=access))
-    )["result"]
+@pytest.fixture
+def run(engine: Engine, wheelhouse: str) -> Callable[..., dict[str, Any]]:
+    """Run code in a session of the environment with the wheelhouse configured."""
+
+    def run(code: str, session_id: str, **fields: Any) -> dict[str, Any]:
+        access = {"index_url": wheelhouse, "allow_pypi": False}
+        event = invocation(code, session_id, wheelhouse=access, **fields)
+        return checked(engine.invoke(event))["result"]
+
+    return run
+
+
+def test_first_import_installs_then_listed_packages_are_ready(run) -> None:
+    hooked = run(f"import {MODULE}\n{MODULE}.VALUE", "s-hook")
     assert hooked["status"] == "ok", hooked["error"]
     assert hooked["result"] == {"text/plain": "42"}
     assert any(DIST in warning for warning in hooked["warnings"])
 
     # Another session of the environment lists it: the environment's cache already has it.
-    listed = checked(
-        engine.invoke(
-            invocation(
-                f"import {MODULE}\n{MODULE}.VALUE + 1",
-                "s-listed",
-                packages=[DIST],
-                wheelhouse=access,
-            )
-        )
-    )["result"]
+    listed = run(f"import {MODULE}\n{MODULE}.VALUE + 1", "s-listed", packages=[DIST])
     assert listed["result"] == {"text/plain": "43"}
 
 
-def test_a_package_that_cannot_be_installed_is_a_clear_error(engine: Engine, wheelhouse) -> None:
-    access = {"index_url": wheelhouse, "allow_pypi": False}
-    result = checked(
-        engine.invoke(
-            invocation("1", "s-missing", packages=["not-in-wheelhouse"], wheelhouse=access)
-        )
-    )["result"]
+def test_a_package_that_cannot_be_installed_is_a_clear_error(run) -> None:
+    result = run("1", "s-missing", packages=["not-in-wheelhouse"])
     assert result["status"] == "error"
     assert result["error"]["name"] == "PackageInstallError"
     assert "not-in-wheelhouse" in result["error"]["value"]
 
 
-def test_pip_install_in_a_cell_installs_whitelisted_packages(engine: Engine, wheelhouse) -> None:
-    access = {"index_url": wheelhouse, "allow_pypi": False}
-    installed = checked(
-        engine.invoke(invocation(f"%pip install -q {DIST}==2.0", "s-pip", wheelhouse=access))
-    )["result"]
+def test_pip_install_in_a_cell_installs_whitelisted_packages(run) -> None:
+    installed = run(f"%pip install -q {DIST}==2.0", "s-pip")
     assert installed["status"] == "ok", installed["error"]
-    assert (
-        f"{DIST} 1.0 is ready to import (this deployment pins {DIST} at 1.0)"
-        in (installed["stdout"])
-    )
-    imported = checked(
-        engine.invoke(invocation(f"import {MODULE}\n{MODULE}.VALUE", "s-pip", wheelhouse=access))
-    )["result"]
+    pinned = f"{DIST} 1.0 is ready to import (this deployment pins {DIST} at 1.0)"
+    assert pinned in installed["stdout"]
+    imported = run(f"import {MODULE}\n{MODULE}.VALUE", "s-pip")
     assert imported["result"] == {"text/plain": "42"}
 
 
-def test_pip_never_reaches_for_a_network_the_sandbox_does_not_have(
-    engine: Engine, wheelhouse
-) -> None:
-    access = {"index_url": wheelhouse, "allow_pypi": False}
-
-    def run(code: str) -> dict:
-        return checked(engine.invoke(invocation(code, "s-pip-refused", wheelhouse=access)))[
-            "result"
-        ]
-
+def test_pip_never_reaches_for_a_network_the_sandbox_does_not_have(run) -> None:
     for code in ("!pip install not-whitelisted", "%pip install not-whitelisted"):
-        refused = run(code)
+        refused = run(code, "s-pip-refused")
         assert refused["status"] == "error" and refused["error"]["name"] == "PackageNotAvailable"
         assert "not-whitelisted" in refused["error"]["value"]
         assert "/v1/packages" in refused["error"]["value"]
@@ -144,6 +124,6 @@ def test_pip_never_reaches_for_a_network_the_sandbox_does_not_have(
         "%conda install numpy",
         "!python -m pip install --index-url https://example.com/simple numpy",
     ):
-        assert run(code)["error"]["name"] == "PackageNotAvailable", code
-    listed = run("%pip list")
+        assert run(code, "s-pip-refused")["error"]["name"] == "PackageNotAvailable", code
+    listed = run("%pip list", "s-pip-refused")
     assert listed["status"] == "ok" and "numpy " in listed["stdout"]
