@@ -72,6 +72,16 @@ class SessionBusy(ApiError):
     default_message = "the session is running another execution; retry when it has finished"
 
 
+class TooManyFiles(ApiError):
+    default_message = "the session holds the most files it may; delete some to make room"
+
+    def __init__(self, max_files: int):
+        super().__init__(
+            f"a session holds at most {max_files} files; delete some to make room for new ones",
+            details={"max_files": max_files},
+        )
+
+
 class PayloadTooLarge(ApiError):
     default_message = "the request is too large"
 
@@ -101,6 +111,7 @@ ERROR_REGISTRY: dict[type[ApiError], tuple[int, str]] = {
     ExecutionNotFound: (404, "EXECUTION_NOT_FOUND"),
     FileNotFound: (404, "FILE_NOT_FOUND"),
     SessionBusy: (409, "SESSION_BUSY"),
+    TooManyFiles: (409, "TOO_MANY_FILES"),
     PayloadTooLarge: (413, "PAYLOAD_TOO_LARGE"),
     RateLimited: (429, "RATE_LIMITED"),
     QuotaExceeded: (429, "QUOTA_EXCEEDED"),

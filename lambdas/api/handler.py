@@ -194,7 +194,7 @@ _ERROR_RESPONSES: dict[int, Any] = {
         (400, "Invalid request (INVALID_REQUEST, PACKAGE_NOT_ALLOWED, INVALID_PATH)"),
         (401, "Missing API key (UNAUTHORIZED)"),
         (404, "Not found (SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, FILE_NOT_FOUND)"),
-        (409, "The session is running another execution (SESSION_BUSY)"),
+        (409, "Session busy or full (SESSION_BUSY, TOO_MANY_FILES)"),
         (413, "Payload too large (PAYLOAD_TOO_LARGE)"),
         (429, "Too many requests or quota exhausted (RATE_LIMITED, QUOTA_EXCEEDED)"),
         (500, "Internal error (INTERNAL)"),

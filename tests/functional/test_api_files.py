@@ -13,7 +13,8 @@ import requests
 
 from lambdas.api import container
 from lambdas.api.settings import ApiSettings
-from tests.functional.conftest import BUCKET, TABLE, ApiClient
+from lambdas.shared import limits
+from tests.functional.conftest import BUCKET, TABLE, ApiClient, FakeExecutor
 
 MAX_UPLOAD = 100 * 1024 * 1024
 
@@ -33,7 +34,7 @@ def _upload(api: ApiClient, sid: str, path: str, content: bytes) -> dict[str, An
     return dict(form)
 
 
-def test_presigned_post_policy_pins_size_and_prefix(api: ApiClient) -> None:
+def test_presigned_post_policy_pins_size_and_key(api: ApiClient) -> None:
     sid = api.new_session()
     response = api.post(f"/v1/sessions/{sid}/files", {"path": "data/in.csv"})
     assert response.status == 200
@@ -44,7 +45,7 @@ def test_presigned_post_policy_pins_size_and_prefix(api: ApiClient) -> None:
     assert fields["key"] == f"sessions/{sid}/files/data/in.csv"
     conditions = _policy(fields)["conditions"]
     assert ["content-length-range", 0, MAX_UPLOAD] in conditions
-    assert ["starts-with", "$key", f"sessions/{sid}/files/"] in conditions
+    assert {"key": f"sessions/{sid}/files/data/in.csv"} in conditions  # that key, no other
     assert "expiration" in _policy(fields)
 
     sized = api.post(f"/v1/sessions/{sid}/files", {"path": "small.txt", "size": 10}).json()
@@ -192,3 +193,59 @@ def test_expired_session_objects_are_purged_from_the_table_stream(api: ApiClient
     }
     assert handler(stream_event, None) == {"purged": 1}
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"sessions/{sid}/").get("KeyCount", 0) == 0
+
+
+def test_a_full_session_refuses_new_paths_until_a_file_is_deleted(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "MAX_FILES_PER_SESSION", 3)
+    sid = api.new_session()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        _upload(api, sid, name, b"x")
+
+    refused = api.post(f"/v1/sessions/{sid}/files", {"path": "d.txt"})
+    assert refused.status == 409 and refused.error_code == "TOO_MANY_FILES"
+    error = refused.json()["error"]
+    assert "3" in error["message"] and "delete" in error["message"]
+    assert error["details"] == {"max_files": 3}
+    _upload(api, sid, "b.txt", b"replaced")  # replacing an existing path always fits
+
+    assert api.delete(f"/v1/sessions/{sid}/files/a.txt").status == 204
+    _upload(api, sid, "d.txt", b"y")
+    paths = sorted(f["path"] for f in api.get(f"/v1/sessions/{sid}/files").json()["files"])
+    assert paths == ["b.txt", "c.txt", "d.txt"]
+
+
+def test_a_run_gets_at_most_the_file_cap_and_is_told_what_it_missed(
+    api: ApiClient, fake_executor: FakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "MAX_FILES_PER_SESSION", 3)
+    sid = api.new_session()
+    _upload(api, sid, "f0.txt", b"x")
+    s3 = boto3.client("s3")
+    for i in range(1, 5):  # earlier runs wrote files past the cap
+        s3.put_object(Bucket=BUCKET, Key=f"sessions/{sid}/files/f{i}.txt", Body=b"x")
+
+    result = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", "timeout_ms": 2000}).json()
+    sent = [ref.path for ref in fake_executor.invocations[-1].files.files]
+    assert sent == ["f0.txt", "f1.txt", "f2.txt"]
+    assert any("not synced" in w and ": 2 " in w for w in result["warnings"])
+
+
+def test_counting_files_stops_at_the_cap(api: ApiClient) -> None:
+    from lambdas.api.adapters.s3 import BlobStore
+
+    s3 = boto3.client("s3")
+    for i in range(7):
+        s3.put_object(Bucket=BUCKET, Key=f"sessions/s1/files/{i}", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="sessions/s10/files/other", Body=b"x")
+    blobs = BlobStore(BUCKET)
+    asked: list[int] = []
+    blobs._client.meta.events.register(  # what each listing request asks for
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: asked.append(params["MaxKeys"]),
+    )
+    assert blobs.count_objects("sessions/s1/files/", stop_at=3) == 3
+    assert asked == [3]  # one request, never more keys than the cap
+    assert blobs.count_objects("sessions/s1/files/", stop_at=100) == 7
+    assert blobs.count_objects("sessions/none/files/", stop_at=3) == 0

@@ -47,13 +47,11 @@ class BlobStore:
         max_bytes: int,
         expires_in: int,
         exact_key: str | None = None,
-        prefill_key: str | None = None,
     ) -> PresignedPost:
         """A POST policy pinning `content-length-range` 0..max_bytes and the key.
 
         exact_key: the policy allows only that key. Otherwise it allows any key starting with
-        `key_prefix`; `prefill_key` (if given) goes into the `key` form field for convenience,
-        else the uploader supplies `key` itself.
+        `key_prefix` and the uploader supplies `key` itself.
         """
         conditions: list[Any] = [["content-length-range", 0, max_bytes]]
         key = exact_key or f"{key_prefix}{_FILENAME_PLACEHOLDER}"
@@ -62,10 +60,7 @@ class BlobStore:
         )
         fields = {k: str(v) for k, v in post["fields"].items()}
         if exact_key is None:
-            if prefill_key is not None:
-                fields["key"] = prefill_key
-            else:
-                fields.pop("key", None)
+            fields.pop("key", None)
         return PresignedPost(
             url=post["url"], fields=fields, key_prefix=exact_key or key_prefix, max_bytes=max_bytes
         )
@@ -93,6 +88,29 @@ class BlobStore:
                     )
                 )
         return found
+
+    def count_objects(self, prefix: str, stop_at: int) -> int:
+        """How many objects are under `prefix`, counting no further than `stop_at`.
+
+        Pages with `MaxKeys` no larger than what is still missing, so a cap check never lists
+        more keys than the cap.
+        """
+        counted = 0
+        token: str | None = None
+        while counted < stop_at:
+            request: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Prefix": prefix,
+                "MaxKeys": min(1000, stop_at - counted),
+            }
+            if token:
+                request["ContinuationToken"] = token
+            page = self._client.list_objects_v2(**request)
+            counted += int(page.get("KeyCount", len(page.get("Contents", []))))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+        return min(counted, stop_at)
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

@@ -475,8 +475,9 @@ class ExecutionService:
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
+        unsynced_files = 0
         try:
-            invocation = self._invocation(job)
+            invocation, unsynced_files = self._invocation(job)
             response = self._deps.executor.invoke(invocation)
         except RateLimited as throttled:
             if raise_throttled:
@@ -490,7 +491,7 @@ class ExecutionService:
             )
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
-            return self._complete(job, response, compute_ms)
+            return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
         except Exception:
             logger.exception("storing execution %s failed", job.execution_id)
             result = failed_response(_minimal_invocation(job), "internal error").result
@@ -501,7 +502,9 @@ class ExecutionService:
                 logger.exception("recording the failure of execution %s failed", job.execution_id)
             return result
 
-    def _complete(self, job: Job, response: ExecutorResponse, compute_ms: int) -> ExecutionResult:
+    def _complete(
+        self, job: Job, response: ExecutorResponse, compute_ms: int, *, unsynced_files: int = 0
+    ) -> ExecutionResult:
         failed = is_executor_failure(response)
         result = response.result.model_copy(
             update={
@@ -514,6 +517,12 @@ class ExecutionService:
         if result.status == ExecutionStatus.RUNNING:  # a finished run cannot be "running"
             result.status, result.success = ExecutionStatus.ERROR, False
         self._presign_output_files(job, result)
+        if unsynced_files:
+            max_files = limits.MAX_FILES_PER_SESSION
+            result.warnings.append(
+                f"session files not synced to this run: {unsynced_files} (a session holds at "
+                f"most {max_files} files; delete some to make room)"
+            )
         if not job.session_id:
             self._commit(job, result, compute_ms)
             return result
@@ -617,7 +626,8 @@ class ExecutionService:
         )
         return job.session_id, job.execution_count, attributes
 
-    def _invocation(self, job: Job) -> ExecutorInvocation:
+    def _invocation(self, job: Job) -> tuple[ExecutorInvocation, int]:
+        """The executor's invocation, and how many session files were left out of it (cap)."""
         settings = self._deps.settings
         blobs = self._deps.blobs
         upload_expiry = job.timeout_ms // 1000 + _UPLOAD_EXPIRY_MARGIN_S
@@ -642,6 +652,11 @@ class ExecutionService:
                 upload_key=next_key,
             )
             prefix = session_files_prefix(job.session_id)
+            # A session that never received a file skips the listing (a round trip).
+            stored = blobs.list_objects(prefix) if job.has_files else []
+            # Runs may write past the cap; the files beyond it (in key order) are not synced.
+            max_files = limits.MAX_FILES_PER_SESSION
+            unsynced_files = max(0, len(stored) - max_files)
             refs = [
                 SessionFileRef(
                     path=obj.key[len(prefix) :],
@@ -649,12 +664,12 @@ class ExecutionService:
                     etag=obj.etag,
                     download_url=blobs.presigned_get(obj.key, download_expiry),
                 )
-                # A session that never received a file skips the listing (a round trip).
-                for obj in (blobs.list_objects(prefix) if job.has_files else [])
+                for obj in stored[:max_files]
             ]
         else:
             prefix = execution_files_prefix(job.execution_id)
             refs = []
+            unsynced_files = 0
         transfer = FilesTransfer(
             files=refs,
             upload=blobs.presigned_post(
@@ -663,7 +678,7 @@ class ExecutionService:
                 expires_in=upload_expiry,
             ),
         )
-        return ExecutorInvocation(
+        invocation = ExecutorInvocation(
             execution_id=job.execution_id,
             tenant_id=job.session_id or job.principal,
             session_id=job.session_id,
@@ -681,6 +696,7 @@ class ExecutionService:
                 allow_pypi=settings.NETWORK_MODE == "internet",
             ),
         )
+        return invocation, unsynced_files
 
 
 def _minimal_invocation(job: Job) -> ExecutorInvocation:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lambdas.api.errors import FileNotFound, PayloadTooLarge
+from lambdas.api.errors import FileNotFound, PayloadTooLarge, TooManyFiles
 from lambdas.api.models import FileInfo, FileList, FileUploadResponse, PresignedUpload
 from lambdas.api.service.common import (
     Deps,
@@ -35,10 +35,16 @@ class FileService:
             )
         limit = size if size is not None else max_bytes
         prefix = session_files_prefix(session_id)
+        self._check_room_for(prefix + path, prefix)
         self._deps.table.mark_has_files(session_id)  # before the form exists
         expires_in = limits.PRESIGNED_UPLOAD_EXPIRES_SECONDS
         post = self._deps.blobs.presigned_post(
-            key_prefix=prefix, max_bytes=limit, expires_in=expires_in, prefill_key=prefix + path
+            # One form, one key: changing the form's `key` can neither dodge the path rules
+            # nor the file cap checked above.
+            key_prefix=prefix,
+            max_bytes=limit,
+            expires_in=expires_in,
+            exact_key=prefix + path,
         )
         return FileUploadResponse(
             path=path,
@@ -46,6 +52,17 @@ class FileService:
             expires_at=iso(self._deps.now() + expires_in),
             max_bytes=limit,
         )
+
+    def _check_room_for(self, key: str, prefix: str) -> None:
+        """A new path needs room under the session's file cap; replacing a file always fits.
+
+        Counted first (one bounded listing), and the key looked up only when the session is
+        full: the common case costs one request.
+        """
+        max_files = limits.MAX_FILES_PER_SESSION  # read per call: tests and deploys may lower it
+        blobs = self._deps.blobs
+        if blobs.count_objects(prefix, stop_at=max_files) >= max_files and blobs.head(key) is None:
+            raise TooManyFiles(max_files)
 
     def list(self, principal: str, session_id: str) -> FileList:
         self._sessions.load(principal, session_id)
