@@ -154,8 +154,8 @@ def bench_engine(runs: int, root: str) -> dict[str, list[float]]:
         fork = _time_ms(first_execution, 30)
     finally:
         engine.shutdown()
-    for _ in range(2):  # more cold starts, each a brand-new environment
-        engine = Engine(ExecutorSettings(LCI_TMP_ROOT=root))
+    for index in range(2):  # more cold starts, each a brand-new environment (empty /tmp)
+        engine = Engine(ExecutorSettings(LCI_TMP_ROOT=os.path.join(root, f"cold-{index}")))
         started = time.perf_counter()
         engine.warm_up()
         cold.append((time.perf_counter() - started) * 1000)

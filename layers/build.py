@@ -12,12 +12,14 @@ unpacked with `installer` into `<build>/<layer>/python`. Then: runtime-provided 
 sources and matplotlib sample data are dropped, shared objects are stripped (and restored where
 stripping breaks PT_LOAD page alignment — patchelf'd libraries in `*.libs`), `.pyc` are compiled
 for the modules the hot imports load (python3.13, `--invalidation-mode unchecked-hash`, because
-/opt is read-only on Lambda), sizes are measured, budgets enforced (exit 2 naming the layer, its
+/opt is read-only on Lambda), matplotlib's font cache is built once and shipped as a seed
+(`layers/fontcache.py`), sizes are measured, budgets enforced (exit 2 naming the layer, its
 size and its budget), and `manifest.json` + the wheelhouse (`index.json`, wheels, PEP 503 pages)
 are written.
 
-Builds live in `.cache/layers/<hash>` (hash of whitelist, this file, catalog.py, arch, profile);
-`<out>/<arch>` is a symlink to the build, so a second run with the same inputs is instant.
+Builds live in `.cache/layers/<hash>` (hash of whitelist, this file, catalog.py, fontcache.py,
+arch, profile); `<out>/<arch>` is a symlink to the build, so a second run with the same inputs
+is instant.
 
 manifest.json (read by the CDK stack and by layers/catalog.py for sizes):
     {"format": 1, "arch", "profile", "python", "input_hash",
@@ -60,6 +62,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from layers import catalog as catalog_module
+from layers import fontcache
 from layers import wheelhouse as layout
 from layers.catalog import Catalog, load_catalog, read_whitelist
 
@@ -582,7 +585,12 @@ def write_wheelhouse(
 
 def input_hash(whitelist: Path, arch: str, profile: str) -> str:
     digest = hashlib.sha256()
-    for path in (whitelist, Path(__file__), Path(catalog_module.__file__)):
+    for path in (
+        whitelist,
+        Path(__file__),
+        Path(catalog_module.__file__),
+        Path(fontcache.__file__),
+    ):
         digest.update(path.read_bytes())
     digest.update(f"\0{arch}\0{profile}".encode())
     return digest.hexdigest()[:16]
@@ -663,6 +671,10 @@ def _build_locked(
         for site in ordered:
             precompile(python, site, [f for f in files if site in f.parents])
         log(f"precompiled {len(files)} hot modules with {python}")
+        plotting = next((site for site in ordered if (site / "matplotlib").is_dir()), None)
+        if plotting is not None:
+            seed = fontcache.write_seed(python, ordered, plotting)
+            log(f"matplotlib font cache seeded ({seed.relative_to(plotting.parent)})")
 
     total = 0
     failures: list[str] = []

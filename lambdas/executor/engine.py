@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lambdas.executor import heap, procs, protocol, workspace
+from lambdas.executor import fontcache, heap, procs, protocol, workspace
 from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared.models import ExecutorInvocation, ResourceLimits
 
@@ -139,6 +139,7 @@ class _Zygote:
         )
         for directory in (env["MPLCONFIGDIR"], env["IPYTHONDIR"]):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        fontcache.seed_matplotlib_cache(env["MPLCONFIGDIR"])  # else preloading builds one
         parent_sock, child_sock = socket.socketpair()
         try:
             self.process = subprocess.Popen(

@@ -79,3 +79,29 @@ def test_least_recently_used_worker_is_evicted_and_reaped_at_the_cap(tmp_path) -
         assert engine.worker_pids()["s-a"] != first and "s-b" not in engine.worker_pids()
     finally:
         engine.shutdown()
+
+
+def test_a_new_environment_starts_from_the_seeded_font_cache(tmp_path) -> None:
+    # An empty /tmp would make matplotlib scan and parse every font while preloading.
+    from pathlib import Path
+
+    from lambdas.executor import fontcache
+    from lambdas.executor.engine import Engine
+    from lambdas.executor.settings import ExecutorSettings
+    from layers.fontcache import write_seed
+    from tests.functional.executor_helpers import checked, invocation
+
+    seed_dir = fontcache.seed_directory()
+    assert seed_dir is not None
+    if not list(Path(seed_dir).glob("fontlist-*.json")):  # `make setup` writes it; else now
+        write_seed(sys.executable, [], Path(seed_dir).parent)
+    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path)))
+    try:
+        code = "import matplotlib.font_manager as fm\nfm.findfont('DejaVu Sans')"
+        found = checked(engine.invoke(invocation(code, "s-fonts")))["result"]
+        assert "DejaVuSans.ttf" in found["result"]["text/plain"]
+        (cached,) = (Path(engine.settings.root) / "config" / "matplotlib").glob("fontlist-*.json")
+        # Byte for byte the seed: matplotlib loaded it instead of building (and rewriting) one.
+        assert cached.read_bytes() == (Path(seed_dir) / cached.name).read_bytes()
+    finally:
+        engine.shutdown()
