@@ -312,8 +312,13 @@ STRIP_TOOLS = {
 }
 
 
+def _host_arch() -> str:
+    """This machine's architecture, named as `ARCHES` names them."""
+    return "arm64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+
+
 def _strip_tool(arch: str) -> str | None:
-    host_arch = "arm64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+    host_arch = _host_arch()
     for name in STRIP_TOOLS[arch]:
         if name == "strip" and host_arch != arch:
             continue  # the host's strip cannot read foreign objects
@@ -660,7 +665,7 @@ def _build_locked(
         log(f"{layer.name}: stripped {count} shared objects (-{saved / 2**20:.1f} MiB){kept}")
 
     python = find_python(settings.python)
-    host_arch = "arm64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+    host_arch = _host_arch()
     if python is None:
         log(f"warning: no python{settings.python} found, layers ship without .pyc")
     elif host_arch != arch:
@@ -774,7 +779,7 @@ def _build_locked(
 def measure_build(root: Path, manifest: dict[str, Any], hot: Iterable[str]) -> dict[str, Any]:
     """Time cold imports of the hot modules with and without the shipped .pyc (best of 2)."""
     python = find_python(manifest["python"])
-    host_arch = "arm64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+    host_arch = _host_arch()
     if python is None or host_arch != manifest["arch"]:
         raise BuildError(f"cannot run {manifest['arch']} python{manifest['python']} code here")
     sites = [root / layer["path"] / "python" for layer in manifest["layers"]]

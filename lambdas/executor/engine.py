@@ -826,13 +826,8 @@ def _mirrored_cell(mirror_fd: int) -> dict[str, Any] | None:
     if not printed:
         return None
     cell = protocol.empty_cell()
-    outputs: list[dict[str, Any]] = cell["outputs"]
     for name, text in printed:
-        cell[name] += text
-        if outputs and outputs[-1]["name"] == name:
-            outputs[-1]["text"] += text
-        else:
-            outputs.append({"output_type": "stream", "name": name, "text": text})
+        _append_stream(cell, name, text)
     return cell
 
 
@@ -909,10 +904,15 @@ def _merge_fd_output(
         result[f"{name}_truncated"] = True
     if buffer.truncated:
         result[f"{name}_truncated"] = True
-    if not text:
-        return
-    result[name] += text
-    outputs = result["outputs"]
+    if text:
+        _append_stream(result, name, text)
+
+
+def _append_stream(cell: dict[str, Any], name: str, text: str) -> None:
+    """Add stream text to a cell: to its stream and to its last output if that is the same
+    stream (as Jupyter merges consecutive writes), else as a new stream output."""
+    cell[name] += text
+    outputs = cell["outputs"]
     last = outputs[-1] if outputs else None
     if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
         last["text"] = str(last.get("text", "")) + text

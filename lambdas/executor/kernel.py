@@ -258,10 +258,10 @@ def run_pip(shell: SandboxShell, argv: list[str]) -> None:
     habit is strong, so `install` installs whitelisted packages the way an import would (from
     the deployment's wheelhouse) and `list` lists what is importable; anything else is refused
     at once with a clear message instead of hanging on a network that is not there."""
+    from importlib import metadata
+
     command = argv[0] if argv else ""
     if command in ("list", "freeze"):
-        from importlib import metadata
-
         seen = {(dist.metadata["Name"] or "?"): dist.version for dist in metadata.distributions()}
         separator = "==" if command == "freeze" else " "
         for name in sorted(seen, key=str.lower):
@@ -290,8 +290,6 @@ def run_pip(shell: SandboxShell, argv: list[str]) -> None:
             print(line)
     except Exception as exc:
         raise PackageNotAvailable(f"{exc}; {_PACKAGES_HINT}") from None
-    from importlib import metadata
-
     for spec in specs:
         name = re.split(r"[\s<>=!~;\[]", spec.strip(), maxsplit=1)[0]
         try:
