@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from layers.wheelhouse import build_dir, wheelhouse_dir
+from lambdas.shared.packages.layout import build_dir, wheelhouse_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MS = 3000

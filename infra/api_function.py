@@ -24,9 +24,9 @@ API_HANDLER = "lambdas.api.handler.handler"
 # objects; the lifecycle rules are the backstop if a batch is ever given up on.
 STREAM_RETRY_ATTEMPTS = 5
 STREAM_MAX_RECORD_AGE = Duration.days(1)
+# lambdas/shared includes the package catalog and its whitelist.toml (GET /v1/packages and the
+# validation of requested packages).
 API_SOURCES = ["lambdas/__init__.py", "lambdas/api", "lambdas/shared"]
-# The package catalog answers GET /v1/packages and validates requested packages.
-API_CATALOG_SOURCES = ("layers/__init__.py", "layers/catalog.py", "layers/whitelist.toml")
 # Settings that only the local stack and tests use (endpoint overrides): unset on AWS.
 LOCAL_ONLY_SETTINGS = frozenset({"S3_ENDPOINT_URL", "DYNAMODB_ENDPOINT_URL"})
 
@@ -94,7 +94,7 @@ class ApiFunction(Construct):
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=architecture,
             handler=API_HANDLER,
-            code=lambda_.Code.from_asset(str(stage_sources([*API_SOURCES, *API_CATALOG_SOURCES]))),
+            code=lambda_.Code.from_asset(str(stage_sources(API_SOURCES))),
             layers=[dependencies_layer],
             memory_size=config.apiMemoryMb,
             timeout=Duration.seconds(config.api_timeout_seconds),

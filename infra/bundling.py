@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from infra.config import PROJECT_ROOT
 from lambdas.shared import limits
+from lambdas.shared.packages.requirements import requirement_name
 
 # The API function's runtime dependencies; their version pins come from requirements.txt so the
 # local stack, the tests and the deployment run the same versions. boto3 is bundled (not taken
@@ -41,12 +41,12 @@ def api_requirement_specs(requirements_file: Path | None = None) -> list[str]:
     specs: dict[str, str] = {}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-        if match and match.group(1).lower() in API_DISTRIBUTIONS:
-            specs[match.group(1).lower()] = line
-    for name in API_DISTRIBUTIONS:
-        specs.setdefault(name, name)  # not pinned there: latest compatible wheel
-    return [specs[name] for name in API_DISTRIBUTIONS]
+        name = requirement_name(line)
+        if name is not None and name in API_DISTRIBUTIONS:
+            specs[name] = line
+    for distribution in API_DISTRIBUTIONS:
+        specs.setdefault(distribution, distribution)  # not pinned there: latest compatible wheel
+    return [specs[distribution] for distribution in API_DISTRIBUTIONS]
 
 
 def api_dependencies_layer(architecture: str, specs: list[str] | None = None) -> Path:

@@ -12,7 +12,7 @@ import sys
 
 from infra.config import PROJECT_ROOT, StackConfig
 from infra.runtime_layers import LayerSet, LayersNotBuiltError, read_layer_set
-from layers.wheelhouse import DEFAULT_OUT_DIR
+from lambdas.shared.packages.layout import DEFAULT_OUT_DIR
 
 # The small `ci` profile builds next to (not over) the full build that `make layers` makes.
 CI_PROFILE_OUT_DIR = PROJECT_ROOT / ".cache" / "layers-out" / "ci"

@@ -1,26 +1,25 @@
 """Lambda layers: the executor's package layers (from the layers builder's manifest) and the API
 function's dependency layer (from `infra.bundling`). No Docker: both are prebuilt directories.
 
-The builder (`python -m layers.build`, see layers/build.py) writes
+The builder (`python -m layers.build`, see layers/pipeline.py) writes
 `<out>/<arch>/<layer>/python/...`, `<out>/<arch>/wheelhouse/` and `<out>/<arch>/manifest.json`
-(layout in layers/wheelhouse.py).
+(layout in lambdas/shared/packages/layout.py, the manifest's model in
+lambdas/shared/packages/manifest.py).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from lambdas.shared.packages import layout
+from lambdas.shared.packages.manifest import LayerManifest
+
 # Lambda allows at most five layers per function.
 MAX_LAYERS_PER_FUNCTION = 5
-MANIFEST_NAME = "manifest.json"
-WHEELHOUSE_DIRNAME = "wheelhouse"
-WHEELHOUSE_INDEX = "index.json"
 
 
 class LayersNotBuiltError(RuntimeError):
@@ -46,37 +45,33 @@ class LayerSet:
 def read_layer_set(layers_dir: Path, architecture: str) -> LayerSet:
     """The layers listed in `<layers_dir>/<architecture>/manifest.json`, in manifest order,
     and the wheelhouse next to them."""
-    arch_dir = (layers_dir / architecture).resolve()
-    manifest_path = arch_dir / MANIFEST_NAME
+    arch_dir = layout.build_dir(architecture, layers_dir).resolve()
+    manifest_path = arch_dir / layout.MANIFEST_FILENAME
     hint = f"build them with `python -m layers.build --arch {architecture} --out {layers_dir}`"
     if not manifest_path.is_file():
         raise LayersNotBuiltError(f"no layer build at {manifest_path}; {hint}")
     try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        manifest = LayerManifest.read(manifest_path)
     except (OSError, ValueError) as error:
-        raise LayersNotBuiltError(f"unreadable layer manifest {manifest_path}: {error}") from error
-    declared = manifest.get("layers")
-    if not isinstance(declared, list):
-        raise LayersNotBuiltError(f"{manifest_path} has no `layers` list; {hint}")
+        raise LayersNotBuiltError(
+            f"unreadable layer manifest {manifest_path}: {error}; {hint}"
+        ) from error
     builds = []
-    for entry in declared:
-        name = entry["name"]
-        directory = arch_dir / str(entry.get("path", name))
+    for layer in manifest.layers:
+        directory = arch_dir / layer.path
         if not (directory / "python").is_dir():
-            raise LayersNotBuiltError(f"layer {name!r} has no {directory}/python; {hint}")
-        builds.append(LayerBuild(name, directory, entry.get("unzipped_bytes")))
+            raise LayersNotBuiltError(f"layer {layer.name!r} has no {directory}/python; {hint}")
+        builds.append(LayerBuild(layer.name, directory, layer.unzipped_bytes))
     if not builds:
         raise LayersNotBuiltError(f"{manifest_path} lists no layers; {hint}")
     if len(builds) > MAX_LAYERS_PER_FUNCTION:
         raise LayersNotBuiltError(
             f"{len(builds)} layers in {manifest_path}; Lambda allows {MAX_LAYERS_PER_FUNCTION}"
         )
-    wheelhouse = manifest.get("wheelhouse") or {}
-    wheelhouse_dir = arch_dir / str(wheelhouse.get("path", WHEELHOUSE_DIRNAME))
-    has_wheels = (wheelhouse_dir / WHEELHOUSE_INDEX).is_file()
-    if not has_wheels:
+    wheelhouse_dir = arch_dir / manifest.wheelhouse.path
+    if not (wheelhouse_dir / layout.INDEX_FILENAME).is_file():
         return LayerSet(builds)
-    return LayerSet(builds, wheelhouse_dir, int(wheelhouse.get("bytes") or 0))
+    return LayerSet(builds, wheelhouse_dir, manifest.wheelhouse.bytes)
 
 
 class RuntimeLayers(Construct):

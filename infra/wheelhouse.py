@@ -15,7 +15,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
 from infra.config import StackConfig
-from layers.wheelhouse import wheelhouse_key_prefix
+from lambdas.shared.packages.layout import wheelhouse_key_prefix
 
 MIB = 1024 * 1024
 # The copy unpacks the asset zip in /tmp: room for the zip and its content, plus slack.

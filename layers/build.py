@@ -21,7 +21,7 @@ Builds live in `.cache/layers/<hash>` (hash of whitelist, this file, catalog.py,
 arch, profile); `<out>/<arch>` is a symlink to the build, so a second run with the same inputs
 is instant.
 
-manifest.json (read by the CDK stack and by layers/catalog.py for sizes):
+manifest.json (read by the CDK stack and by lambdas/shared/packages/catalog.py for sizes):
     {"format": 1, "arch", "profile", "python", "input_hash",
      "budget_bytes",                  # all layers together (Lambda limit - function reserve)
      "lambda_unzipped_limit_bytes", "function_reserve_bytes", "total_unzipped_bytes",
@@ -61,10 +61,10 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from layers import catalog as catalog_module
+from lambdas.shared.packages import catalog as catalog_module
+from lambdas.shared.packages import layout
+from lambdas.shared.packages.catalog import Catalog, load_catalog, read_whitelist
 from layers import fontcache
-from layers import wheelhouse as layout
-from layers.catalog import Catalog, load_catalog, read_whitelist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "layers"

@@ -103,7 +103,7 @@ def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thr
     if mode == "off":
         return "", None
     try:
-        from layers.wheelhouse import wheelhouse_key_prefix, wheelhouse_objects
+        from lambdas.shared.packages.layout import wheelhouse_key_prefix, wheelhouse_objects
     except ImportError:
         return "", None
     objects = wheelhouse_objects(arch)

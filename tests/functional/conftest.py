@@ -354,8 +354,8 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="session")
 def catalog() -> Any:
-    """The real whitelist (layers/whitelist.toml through layers.catalog)."""
-    from layers.catalog import load_catalog
+    """The real whitelist (lambdas/shared/packages/whitelist.toml through its catalog)."""
+    from lambdas.shared.packages.catalog import load_catalog
 
     return load_catalog()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from lambdas.shared.packages.catalog import DEFAULT_WHITELIST, load_catalog
+from lambdas.shared.packages.layout import build_dir, manifest_path, wheelhouse_dir
 from layers import build
-from layers.catalog import DEFAULT_WHITELIST, load_catalog
-from layers.wheelhouse import build_dir, manifest_path, wheelhouse_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,12 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from lambdas.shared.packages.layout import (
+    wheelhouse_dir,
+    wheelhouse_key_prefix,
+    wheelhouse_objects,
+)
 from layers import build
-from layers.wheelhouse import wheelhouse_dir, wheelhouse_key_prefix, wheelhouse_objects
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "lci-wheelhouse-test"

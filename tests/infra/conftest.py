@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from lambdas.shared.packages.manifest import LayerManifest, ManifestLayer, WheelhouseSummary
+
 # jsii runs node: prefer the venv's (Node 24) over an older system one.
 _VENV_BIN = Path(sys.executable).parent
 if (_VENV_BIN / "node").exists():
@@ -27,24 +29,51 @@ def cdk_json_context() -> dict[str, Any]:
     return context
 
 
+def layer_manifest(
+    arch: str, layer_names: list[str], wheelhouse_bytes: int = 0, wheels: int = 0
+) -> LayerManifest:
+    """A manifest as the layers builder writes it, for layers of 10 bytes each."""
+    layers = [
+        ManifestLayer(
+            name=name,
+            path=name,
+            unzipped_bytes=10,
+            budget_bytes=1024,
+            packages=[],
+            distributions=[],
+        )
+        for name in layer_names
+    ]
+    return LayerManifest(
+        arch=arch,
+        profile="ci",
+        python="3.13",
+        input_hash="0" * 16,
+        budget_bytes=262_144_000,
+        lambda_unzipped_limit_bytes=262_144_000,
+        function_reserve_bytes=0,
+        total_unzipped_bytes=10 * len(layers),
+        layers=layers,
+        packages=[],
+        wheelhouse=WheelhouseSummary(path="wheelhouse", bytes=wheelhouse_bytes, wheels=wheels),
+        build_seconds=0.0,
+    )
+
+
 def write_layer_build(root: Path, arch: str = "x86_64", *, with_wheelhouse: bool = True) -> Path:
     """A minimal layers-builder output: one layer with one module (+ a wheelhouse)."""
     arch_dir = root / arch
     package = arch_dir / "tiny" / "python" / "tinypkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("VALUE = 1\n")
-    manifest: dict[str, Any] = {
-        "format": 1,
-        "arch": arch,
-        "layers": [{"name": "tiny", "path": "tiny", "unzipped_bytes": 10}],
-    }
+    manifest = layer_manifest(arch, ["tiny"])
     if with_wheelhouse:
         wheelhouse = arch_dir / "wheelhouse"
         wheelhouse.mkdir()
         (wheelhouse / "index.json").write_text('{"packages": {}}\n')
         (wheelhouse / "tiny-1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + b"\0" * 18)
-        manifest["wheelhouse"] = {"path": "wheelhouse", "bytes": 22, "wheels": 1}
-    (arch_dir / "manifest.json").write_text(json.dumps(manifest))
+        manifest = layer_manifest(arch, ["tiny"], wheelhouse_bytes=22, wheels=1)
+    manifest.write(arch_dir / "manifest.json")
     return root
 
 

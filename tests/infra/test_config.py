@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,12 @@ from pydantic import ValidationError
 from infra.bundling import api_requirement_specs
 from infra.config import StackConfig
 from infra.runtime_layers import LayersNotBuiltError, read_layer_set
-from tests.infra.conftest import Synthesized, cdk_json_context, write_layer_build
+from tests.infra.conftest import (
+    Synthesized,
+    cdk_json_context,
+    layer_manifest,
+    write_layer_build,
+)
 
 
 def test_every_cdk_json_key_is_a_documented_setting_or_a_cdk_feature_flag() -> None:
@@ -59,11 +63,10 @@ def test_missing_layer_build_names_the_command_that_builds_it(tmp_path: Path) ->
 
 def test_layer_build_over_lambdas_layer_count_is_refused(tmp_path: Path) -> None:
     arch_dir = write_layer_build(tmp_path, with_wheelhouse=False) / "x86_64"
-    layers = []
-    for index in range(6):
-        (arch_dir / f"l{index}" / "python").mkdir(parents=True)
-        layers.append({"name": f"l{index}", "path": f"l{index}"})
-    (arch_dir / "manifest.json").write_text(json.dumps({"layers": layers}))
+    names = [f"l{index}" for index in range(6)]
+    for name in names:
+        (arch_dir / name / "python").mkdir(parents=True)
+    layer_manifest("x86_64", names).write(arch_dir / "manifest.json")
     with pytest.raises(LayersNotBuiltError, match="Lambda allows 5"):
         read_layer_set(tmp_path, "x86_64")
 

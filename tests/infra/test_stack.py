@@ -331,8 +331,12 @@ def test_function_code_holds_only_its_own_packages(synthesized: Synthesized) -> 
         for f in executor_files
     ), executor_files
     api_files = _asset_files(synthesized, _api_function(synthesized))
-    assert {"lambdas/api/handler.py", "layers/catalog.py", "layers/whitelist.toml"} <= api_files
-    assert not any(f.startswith(("lambdas/executor/", "layers/build")) for f in api_files)
+    assert {
+        "lambdas/api/handler.py",
+        "lambdas/shared/packages/catalog.py",
+        "lambdas/shared/packages/whitelist.toml",
+    } <= api_files
+    assert not any(f.startswith(("lambdas/executor/", "layers/")) for f in api_files)
     assert not any("__pycache__" in f for f in executor_files | api_files)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from layers.catalog import CatalogError, load_catalog
+from lambdas.shared.packages.catalog import CatalogError, load_catalog
+from lambdas.shared.packages.manifest import LayerManifest, ManifestPackage, WheelhouseSummary
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +88,33 @@ def test_default_layers_respect_lambda_limits(catalog):
 
 def test_sizes_come_from_the_build_manifest(tmp_path):
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(
-        json.dumps({"packages": [{"name": "NumPy", "version": "2.5.5", "bytes": 1234}]})
-    )
+    LayerManifest(
+        arch="x86_64",
+        profile="default",
+        python="3.13",
+        input_hash="0" * 16,
+        budget_bytes=1,
+        lambda_unzipped_limit_bytes=1,
+        function_reserve_bytes=0,
+        total_unzipped_bytes=0,
+        layers=[],
+        packages=[
+            ManifestPackage(
+                name="NumPy", version="2.5.5", source="layer", layer="numpy-scipy", bytes=1234
+            )
+        ],
+        wheelhouse=WheelhouseSummary(path="wheelhouse", bytes=0, wheels=0),
+        build_seconds=0.0,
+    ).write(manifest)
     sized = load_catalog(manifest_path=manifest)
     assert sized.get("numpy").bytes == 1234
     assert sized.get("pandas").bytes is None
+
+
+def test_a_foreign_manifest_leaves_sizes_unknown(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"packages": [{"name": "numpy", "bytes": 1234}]}))
+    assert load_catalog(manifest_path=manifest).get("numpy").bytes is None
 
 
 def test_ci_profile_is_a_small_subset():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdas.shared.packages.catalog import BuildSettings, Catalog, CatalogPackage, LayerSpec
 from layers import build
-from layers.catalog import BuildSettings, Catalog, CatalogPackage, LayerSpec
 
 ENV = build.marker_environment("x86_64", "3.13")
 

@@ -1,10 +1,11 @@
 """Packages: the whitelist listing and validation of `packages` / `requirements` in requests.
 
-The whitelist lives in `layers/catalog.py` (pure Python + whitelist.toml, shipped with the API
-function); its `Catalog` satisfies `PackageCatalog` as is. A request may name packages with or
-without a version specifier; anything not whitelisted, unavailable, unsatisfiable by the pin, a
-URL or an option line is reported by name in one 400 `PACKAGE_NOT_ALLOWED`. The executor is then
-told the pinned `name==version` specs, never the user's text.
+The whitelist lives in `lambdas/shared/packages/catalog.py` (pure Python + whitelist.toml,
+shipped with the API function); its `Catalog` satisfies `PackageCatalog` as is. A request may
+name packages with or without a version specifier; anything not whitelisted, unavailable,
+unsatisfiable by the pin, a URL or an option line is reported by name in one 400
+`PACKAGE_NOT_ALLOWED`. The executor is then told the pinned `name==version` specs, never the
+user's text.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ class PackageCatalog(Protocol):
 
 
 class LayersCatalog:
-    """The deployment's whitelist (`layers.catalog.load_catalog()`), loaded on first use."""
+    """The deployment's whitelist (`catalog.load_catalog()`), loaded on first use."""
 
     def __init__(self) -> None:
         self._catalog: Any = None
 
     def _get(self) -> Any:
         if self._catalog is None:
-            from layers.catalog import load_catalog
+            from lambdas.shared.packages.catalog import load_catalog
 
             self._catalog = load_catalog()
         return self._catalog

@@ -1,13 +1,14 @@
 """The package whitelist as the API sees it: which packages exist, where they come from.
 
-Pure Python (tomllib + packaging): this module and `whitelist.toml` ship in the API function.
+Pure Python (tomllib + packaging + pydantic): this module and `whitelist.toml` ship in the API
+function; the layers builder (`layers/`) reads the same whitelist through it.
 
-API (helper B uses exactly these):
+API:
 
     load_catalog(path=None, *, profile="default", manifest_path=None) -> Catalog
         path: whitelist TOML (default: whitelist.toml next to this file). profile: "default" or
         "ci" (a few small packages for CI builds). manifest_path: the builder's manifest.json, read
-        for sizes; default `layers/build/x86_64/manifest.json` next to this file if it exists
+        for sizes; default `layers/build/x86_64/manifest.json` in the repository if it exists
         (absent in the API function: sizes are then None). Raises CatalogError on a bad file.
 
     Catalog.packages -> list[CatalogPackage]        available packages, whitelist order
@@ -38,20 +39,22 @@ API (helper B uses exactly these):
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from lambdas.shared.packages import layout
+from lambdas.shared.packages.manifest import LayerManifest
+from lambdas.shared.packages.requirements import (
+    InvalidRequirement,
+    canonical_name,
+    parse_requirement,
+)
 
-LAYERS_DIR = Path(__file__).resolve().parent
-DEFAULT_WHITELIST = LAYERS_DIR / "whitelist.toml"
-DEFAULT_ARCH = "x86_64"
-DEFAULT_MANIFEST = LAYERS_DIR / "build" / DEFAULT_ARCH / "manifest.json"
+DEFAULT_WHITELIST = Path(__file__).resolve().parent / "whitelist.toml"
+DEFAULT_MANIFEST = layout.manifest_path(layout.DEFAULT_ARCH)
 MIB = 1024 * 1024
 
 Source = Literal["layer", "on_demand"]
@@ -107,8 +110,8 @@ class Catalog:
     _unavailable: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_name = {canonicalize_name(p.name): p for p in self.packages}
-        self._unavailable = {canonicalize_name(n): r for n, r in self.unavailable.items()}
+        self._by_name = {canonical_name(p.name): p for p in self.packages}
+        self._unavailable = {canonical_name(n): r for n, r in self.unavailable.items()}
         for package in self.packages:
             for module in package.modules:
                 self._by_module[module] = package.name
@@ -116,7 +119,7 @@ class Catalog:
     # -- lookups ------------------------------------------------------------------------------
 
     def get(self, name: str) -> CatalogPackage | None:
-        return self._by_name.get(canonicalize_name(name))
+        return self._by_name.get(canonical_name(name))
 
     def distribution_for_module(self, module: str) -> str | None:
         return self._by_module.get(module.split(".", 1)[0])
@@ -131,12 +134,12 @@ class Catalog:
         for raw in specs:
             entry = raw.strip()
             try:
-                requirement = Requirement(entry)
+                requirement = parse_requirement(entry)
             except InvalidRequirement:
                 found.setdefault(entry, f"{entry!r} is not a plain package requirement")
                 continue
             name = requirement.name
-            key = canonicalize_name(name)
+            key = canonical_name(name)
             if requirement.url:
                 found.setdefault(name, f"{name}: URLs are not allowed, only whitelisted names")
             elif key in self._unavailable:
@@ -160,11 +163,11 @@ class Catalog:
         result: list[str] = []
         for raw in specs:
             try:
-                package = self.get(Requirement(raw.strip()).name)
+                package = self.get(parse_requirement(raw).name)
             except InvalidRequirement:
                 continue
             if package is not None:
-                pin = f"{canonicalize_name(package.name)}=={package.version}"
+                pin = f"{canonical_name(package.name)}=={package.version}"
                 if pin not in result:
                     result.append(pin)
         return result
@@ -253,14 +256,10 @@ def _manifest_sizes(manifest_path: Path | None) -> dict[str, int]:
     if manifest_path is None or not manifest_path.is_file():
         return {}
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        return {
-            canonicalize_name(p["name"]): int(p["bytes"])
-            for p in manifest.get("packages", [])
-            if p.get("bytes") is not None
-        }
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = LayerManifest.read(manifest_path)
+    except (OSError, ValueError):
         return {}  # sizes are informative only; a stale or foreign manifest must not break us
+    return {canonical_name(package.name): package.bytes for package in manifest.packages}
 
 
 def load_catalog(
@@ -305,7 +304,7 @@ def load_catalog(
                 source=kind,
                 layer=layer,
                 modules=modules,
-                bytes=sizes.get(canonicalize_name(name)),
+                bytes=sizes.get(canonical_name(name)),
             )
         )
     return Catalog(
