@@ -15,7 +15,7 @@ import pytest
 
 from lambdas.shared.packages.catalog import DEFAULT_WHITELIST, load_catalog
 from lambdas.shared.packages.layout import build_dir, manifest_path, wheelhouse_dir
-from layers import build
+from layers import pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,6 +172,6 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
 
 
 def test_build_module_exposes_the_same_hash_for_the_same_inputs():
-    assert build.input_hash(DEFAULT_WHITELIST, "x86_64", "ci") == build.input_hash(
+    assert pipeline.input_hash(DEFAULT_WHITELIST, "x86_64", "ci") == pipeline.input_hash(
         DEFAULT_WHITELIST, "x86_64", "ci"
     )

@@ -9,6 +9,7 @@ import pytest
 
 from lambdas.shared.packages.catalog import CatalogError, load_catalog
 from lambdas.shared.packages.manifest import LayerManifest, ManifestPackage, WheelhouseSummary
+from lambdas.shared.packages.requirements import requirement_name
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,11 @@ def test_malformed_whitelist_is_a_clear_error(tmp_path, body):
     )
     with pytest.raises(CatalogError):
         load_catalog(path)
+
+
+def test_one_parser_names_requirements_for_the_catalog_the_build_and_the_bundling():
+    assert requirement_name("Scikit_Learn>=1") == "scikit-learn"
+    assert requirement_name("  aws_lambda_powertools[tracer]>=3.20,<4 ") == "aws-lambda-powertools"
+    assert requirement_name("evil @ https://x.example/e.whl") == "evil"
+    assert requirement_name("-r other.txt") is None
+    assert requirement_name("./local/path") is None

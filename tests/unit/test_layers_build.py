@@ -1,4 +1,4 @@
-"""Builder internals: dependency closures, the layer split, ELF alignment and stripping."""
+"""Builder internals: dependency closures, the layer split, ELF alignment, stripping, repacking."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from lambdas.shared.packages.catalog import BuildSettings, Catalog, CatalogPackage, LayerSpec
-from layers import build
+from layers import artifacts, common, pipeline, resolve
 
-ENV = build.marker_environment("x86_64", "3.13")
+ENV = resolve.marker_environment("x86_64", "3.13")
 
 
 def dists(**requires):
     return {
-        name: build.Distribution(name=name, version="1.0", requires=list(reqs))
+        name: resolve.Distribution(name=name, version="1.0", requires=list(reqs))
         for name, reqs in requires.items()
     }
 
@@ -34,12 +34,12 @@ def test_closure_follows_markers_and_extras():
         old=[],
         docs=[],
     )
-    assert build.closure("app", graph, ENV, excluded=()) == ["app", "lib", "accel", "core"]
+    assert resolve.closure("app", graph, ENV, excluded=()) == ["app", "lib", "accel", "core"]
 
 
 def test_closure_leaves_out_excluded_distributions():
     graph = dists(app=["boto3", "core"], boto3=["botocore"], botocore=[], core=[])
-    assert build.closure("app", graph, ENV, excluded=("boto3",)) == ["app", "core"]
+    assert resolve.closure("app", graph, ENV, excluded=("boto3",)) == ["app", "core"]
 
 
 def test_arm64_markers_use_aarch64():
@@ -48,8 +48,8 @@ def test_arm64_markers_use_aarch64():
         x86lib=[],
         armlib=[],
     )
-    arm = build.marker_environment("arm64", "3.13")
-    assert build.closure("app", graph, arm, excluded=()) == ["app", "armlib"]
+    arm = resolve.marker_environment("arm64", "3.13")
+    assert resolve.closure("app", graph, arm, excluded=()) == ["app", "armlib"]
 
 
 def make_catalog(packages, layers):
@@ -92,7 +92,7 @@ def test_shared_dependencies_land_in_the_first_layer_and_on_demand_keeps_its_clo
         ],
         layers=["core", "data"],
     )
-    plan = build.make_plan(catalog, graph, "x86_64")
+    plan = resolve.make_plan(catalog, graph, "x86_64")
     assert plan.layers == {"core": ["numpy"], "data": ["pandas", "tzdata", "ipython", "traitlets"]}
     assert plan.owners["tzdata"] == "pandas"
     # numpy is kept in the closure: an environment without the layers installs it too.
@@ -117,10 +117,10 @@ def test_page_alignment_check(tmp_path):
     good, bad = tmp_path / "good.so", tmp_path / "bad.so"
     good.write_bytes(elf([(1, 0, 0), (1, 0x2000, 0x3000), (2, 0x10, 0x99)]))
     bad.write_bytes(elf([(1, 0, 0), (1, 0x2100, 0x3000)]))
-    assert build.load_segments_aligned(good)
-    assert not build.load_segments_aligned(bad)
+    assert artifacts.load_segments_aligned(good)
+    assert not artifacts.load_segments_aligned(bad)
     (tmp_path / "text.so").write_text("not an ELF")
-    assert not build.load_segments_aligned(tmp_path / "text.so")
+    assert not artifacts.load_segments_aligned(tmp_path / "text.so")
 
 
 @pytest.mark.skipif(shutil.which("strip") is None, reason="binutils strip not installed")
@@ -134,7 +134,7 @@ def test_stripped_extension_module_is_smaller_and_still_imports(tmp_path):
     copy = site / "pkg" / original.name
     shutil.copy2(original, copy)
     before = copy.stat().st_size
-    saved, count, restored = build.strip_shared_objects(site)
+    saved, count, restored = artifacts.strip_shared_objects(site)
     if count == 0:
         pytest.skip("the interpreter's _json is already stripped")
     assert copy.stat().st_size == before - saved < before
@@ -162,7 +162,7 @@ def test_slim_drops_tests_caches_stubs_and_sample_data(tmp_path):
     for rel in keep + drop:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
-    build.slim(tmp_path)
+    artifacts.slim(tmp_path)
     assert all((tmp_path / rel).exists() for rel in keep)
     assert not any((tmp_path / rel).exists() for rel in drop)
 
@@ -170,16 +170,16 @@ def test_slim_drops_tests_caches_stubs_and_sample_data(tmp_path):
 def test_input_hash_changes_with_every_input(tmp_path):
     whitelist = tmp_path / "w.toml"
     whitelist.write_text("a")
-    first = build.input_hash(whitelist, "x86_64", "ci")
-    assert first == build.input_hash(whitelist, "x86_64", "ci")
-    assert first != build.input_hash(whitelist, "arm64", "ci")
-    assert first != build.input_hash(whitelist, "x86_64", "default")
+    first = pipeline.input_hash(whitelist, "x86_64", "ci")
+    assert first == pipeline.input_hash(whitelist, "x86_64", "ci")
+    assert first != pipeline.input_hash(whitelist, "arm64", "ci")
+    assert first != pipeline.input_hash(whitelist, "x86_64", "default")
     whitelist.write_text("b")
-    assert first != build.input_hash(whitelist, "x86_64", "ci")
+    assert first != pipeline.input_hash(whitelist, "x86_64", "ci")
 
 
 def test_platform_args_target_the_lambda_runtime():
-    args = build.platform_args("arm64", "3.13")
+    args = resolve.platform_args("arm64", "3.13")
     assert "manylinux_2_34_aarch64" in args and "manylinux2014_aarch64" in args
     assert args[-5:] == [
         "--implementation",
@@ -193,14 +193,64 @@ def test_platform_args_target_the_lambda_runtime():
 def test_foreign_architecture_objects_are_stripped_with_a_tool_that_reads_them(monkeypatch):
     # binutils' strip on an x86_64 host cannot read aarch64 objects: arm64 layers would stay
     # unstripped and go over budget. llvm-strip (or a cross strip) reads every architecture.
-    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(common.platform, "machine", lambda: "x86_64")
     available = {"strip", "llvm-strip"}
     monkeypatch.setattr(
-        build.shutil, "which", lambda name: f"/usr/bin/{name}" if name in available else None
+        artifacts.shutil, "which", lambda name: f"/usr/bin/{name}" if name in available else None
     )
-    assert build._strip_tool("x86_64") == "/usr/bin/strip"
-    assert build._strip_tool("arm64") == "/usr/bin/llvm-strip"
+    assert artifacts.strip_tool("x86_64") == "/usr/bin/strip"
+    assert artifacts.strip_tool("arm64") == "/usr/bin/llvm-strip"
     available = {"strip"}
-    assert build._strip_tool("arm64") is None  # and the build says so instead of failing later
+    assert artifacts.strip_tool("arm64") is None  # and the build says so instead of failing later
     available = {"strip", "aarch64-linux-gnu-strip", "llvm-strip"}
-    assert build._strip_tool("arm64") == "/usr/bin/aarch64-linux-gnu-strip"
+    assert artifacts.strip_tool("arm64") == "/usr/bin/aarch64-linux-gnu-strip"
+
+
+def test_input_hash_covers_every_builder_and_catalog_module():
+    hashed = {
+        path.relative_to(pipeline.LAYERS_DIR.parent).as_posix() for path in pipeline.build_sources()
+    }
+    assert {
+        "layers/build.py",
+        "layers/resolve.py",
+        "layers/artifacts.py",
+        "layers/bytecode.py",
+        "layers/wheelhouse.py",
+        "layers/pipeline.py",
+        "layers/fontcache.py",
+        "lambdas/shared/packages/catalog.py",
+        "lambdas/shared/packages/manifest.py",
+        "lambdas/shared/packages/requirements.py",
+    } <= hashed
+
+
+def test_repacked_wheel_is_slim_and_its_record_matches_its_files(tmp_path):
+    """RECORD goes into the wheel's own dist-info even when its spelling differs from the
+    file name's (`PyYAML-…` inside `pyyaml-…whl`), and lists every file with its hash."""
+    import zipfile
+
+    from installer.sources import WheelFile
+
+    original = tmp_path / "pyyaml-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(original, "w") as archive:
+        archive.writestr("yaml/__init__.py", "VALUE = 1\n")
+        archive.writestr("yaml/tests/test_it.py", "assert True\n")
+        archive.writestr("PyYAML-1.0.dist-info/METADATA", "Name: PyYAML\nVersion: 1.0\n")
+        archive.writestr(
+            "PyYAML-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+        )
+        archive.writestr("PyYAML-1.0.dist-info/RECORD", "stale,,\n")
+    repacked = tmp_path / "out" / original.name
+    repacked.parent.mkdir()
+    artifacts.repack_wheel(original, repacked, None, tmp_path / "work")
+    with WheelFile.open(repacked) as source:
+        source.validate_record()
+        names = sorted(record[0][0] for record in source.get_contents())
+    assert names == [
+        "PyYAML-1.0.dist-info/METADATA",
+        "PyYAML-1.0.dist-info/RECORD",
+        "PyYAML-1.0.dist-info/WHEEL",
+        "yaml/__init__.py",
+    ]
+    with zipfile.ZipFile(repacked) as archive:
+        assert archive.namelist()[-1] == "PyYAML-1.0.dist-info/RECORD"
