@@ -98,6 +98,19 @@ def _create_storage(moto_url: str) -> None:
     )
 
 
+def _start_s3_front(moto_host: str, moto_port: int) -> Any:
+    """S3 that verifies presigned URLs and POST policies like S3 (`local.s3_front`): the API's
+    presigned URLs, and so the executor's transfers, go through it; DynamoDB stays on moto."""
+    from local.s3_front import S3Credentials, start_in_front_of
+
+    credentials = S3Credentials(
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], REGION
+    )
+    front = start_in_front_of(moto_host, moto_port, HOST, credentials)
+    os.environ["S3_ENDPOINT_URL"] = front.url
+    return front
+
+
 def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thread | None]:
     """Upload layer-builder's wheelhouse (if built); return its index URL and the uploader."""
     if mode == "off":
@@ -181,6 +194,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     moto_url = f"http://{moto_host}:{moto_port}"
     _fake_aws_environment(moto_url, settings)
     _create_storage(moto_url)
+    s3_front = _start_s3_front(moto_host, moto_port)
     wheelhouse_url, _ = _wheelhouse(moto_url, settings.LCI_ARCH, settings.LCI_WHEELHOUSE_UPLOAD)
     if wheelhouse_url:
         os.environ["WHEELHOUSE_URL"] = wheelhouse_url
@@ -203,6 +217,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     except OSError as exc:
         pool.close()
         background.shutdown()
+        s3_front.stop()
         moto.stop()
         raise ListenError(f"cannot listen on {HOST}:{settings.LCI_PORT}: {exc.strerror}") from exc
     serving = threading.Thread(target=server.serve_forever, name="lci-http", daemon=True)
@@ -219,6 +234,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
         server.server_close()
         pool.close()
         background.shutdown()
+        s3_front.stop()
         moto.stop()
 
     return RunningStack(
