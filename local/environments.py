@@ -18,7 +18,6 @@ import logging
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -137,28 +136,13 @@ class Environment:
         process group), then reap it."""
         if self.process is None:
             return
-        pid = self.process.pid
-        tree = [pid, *_descendants(pid)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        for child in tree:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child, signal.SIGKILL)
+        isolation.kill_process_tree(self.process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
         for stream in (self.process.stdin, self.process.stdout):
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        import psutil
-
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except Exception:
-        return []
 
 
 def needed_paths() -> list[Path]:
@@ -419,4 +403,6 @@ class EnvironmentPool:
         self._wake_spares.set()
         for environment in everything:
             self._destroy(environment)
+        if self._uids is not None:
+            self._uids.close()
         shutil.rmtree(self.stack_dir, ignore_errors=True)
