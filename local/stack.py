@@ -27,11 +27,11 @@ from local.events import (
     HttpRequest,
     HttpResponse,
     forbidden_response,
-    from_proxy_result,
     header_value,
     match_route,
     to_proxy_event,
 )
+from local.gateway import API_GATEWAY_INTEGRATION_TIMEOUT_MS, call_integration
 from local.keys import KeyRing
 
 logger = logging.getLogger("lci.local")
@@ -40,7 +40,6 @@ TABLE_NAME = "lci-local"
 BUCKET_NAME = "lci-local"
 API_FUNCTION_NAME = "lci-api-local"
 REGION = "us-east-1"
-API_HANDLER_TIMEOUT_MS = 29_000  # API Gateway's integration timeout
 
 
 class ListenError(RuntimeError):
@@ -138,8 +137,13 @@ def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thr
     return f"{moto_url}/{BUCKET_NAME}/{wheelhouse_key_prefix(arch)}", thread
 
 
-def build_app(keys: KeyRing, api_handler: Any) -> Any:
-    """HTTP request -> key check -> proxy event -> real API handler -> HTTP response."""
+def build_app(
+    keys: KeyRing,
+    api_handler: Any,
+    integration_timeout_ms: int = API_GATEWAY_INTEGRATION_TIMEOUT_MS,
+) -> Any:
+    """HTTP request -> key check -> proxy event -> real API handler -> HTTP response, within
+    API Gateway's and Lambda's limits (`local.gateway`)."""
     from local.context import LocalLambdaContext
 
     def app(request: HttpRequest) -> HttpResponse:
@@ -149,8 +153,8 @@ def build_app(keys: KeyRing, api_handler: Any) -> Any:
         if key_id is None and resource not in PUBLIC_RESOURCES and resource != PROXY_RESOURCE:
             return forbidden_response()
         event = to_proxy_event(request, key_id)
-        context = LocalLambdaContext(API_FUNCTION_NAME, API_HANDLER_TIMEOUT_MS)
-        return from_proxy_result(api_handler(event, context))
+        context = LocalLambdaContext(API_FUNCTION_NAME, integration_timeout_ms)
+        return call_integration(api_handler, event, context, integration_timeout_ms)
 
     return app
 
@@ -213,7 +217,11 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     from local.http_server import LocalHttpServer
 
     try:
-        server = LocalHttpServer(HOST, settings.LCI_PORT, build_app(keys, api.handler))
+        server = LocalHttpServer(
+            HOST,
+            settings.LCI_PORT,
+            build_app(keys, api.handler, settings.LCI_INTEGRATION_TIMEOUT_MS),
+        )
     except OSError as exc:
         pool.close()
         background.shutdown()
