@@ -28,7 +28,7 @@ from typing import Any
 
 from lambdas.api.adapters.executor import failed_response, parse_response
 from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
-from local import isolation
+from local import isolation, lambda_limits
 from local.isolation import Identity, IsolationMode, UidPool
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,9 @@ class EnvironmentPool:
     # -- ExecutorPort ------------------------------------------------------------------------------
 
     def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse:
+        refused = lambda_limits.request_too_large(invocation)
+        if refused is not None:
+            return refused
         try:
             environment = self._acquire(invocation.tenant_id)
         except EnvironmentFailed as exc:
@@ -207,6 +210,9 @@ class EnvironmentPool:
                 invocation, f"the executor environment crashed ({error}) and was reset"
             )
         self._release(environment)
+        too_large = lambda_limits.response_too_large(invocation, reply.get("payload"))
+        if too_large is not None:
+            return too_large
         return parse_response(invocation, reply.get("payload"))
 
     # -- pool ------------------------------------------------------------------------------------

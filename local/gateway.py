@@ -24,12 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from local.events import HttpResponse, from_proxy_result
+from local.lambda_limits import LAMBDA_SYNC_PAYLOAD_MAX_BYTES, payload_size
 
 logger = logging.getLogger(__name__)
 
 API_GATEWAY_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 API_GATEWAY_INTEGRATION_TIMEOUT_MS = 29_000
-LAMBDA_SYNC_PAYLOAD_MAX_BYTES = 6 * 1024 * 1024  # request and response of a synchronous invoke
 
 ProxyHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -78,7 +78,7 @@ def call_integration(
         logger.error("API handler failed", exc_info=outcome["error"])
         return integration_failure()
     result = outcome["result"]
-    serialized = len(json.dumps(result, separators=(",", ":")).encode())
+    serialized = payload_size(result)
     if serialized > LAMBDA_SYNC_PAYLOAD_MAX_BYTES:
         logger.warning(
             "API function response of %d bytes is over Lambda's 6 MB limit "

@@ -1,7 +1,7 @@
 """A light stand-in for `local.environment_worker` (same pipe protocol, no executor): answers
 each invocation with its own pid and the tenants it has served, so pool tests can see which
 process served what (and, when it dropped to a pool uid, which uid). Code "crash" kills it
-mid-call; "wait:PATH" blocks until PATH exists."""
+mid-call; "wait:PATH" blocks until PATH exists; "big:N" pads the response with N bytes."""
 
 import json
 import os
@@ -30,6 +30,9 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while not release.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
+        padding = ""
+        if event["code"].startswith("big:"):  # a response of about that many bytes
+            padding = "x" * int(event["code"].split(":", 1)[1])
         if event["tenant_id"] not in served:
             served.append(event["tenant_id"])
         result = {
@@ -38,6 +41,7 @@ def main() -> None:
             "status": "ok",
             "success": True,
             "stdout": json.dumps({"pid": os.getpid(), "served": served, **identity}),
+            "stderr": padding,
         }
         sys.stdout.write(json.dumps({"ok": True, "payload": {"result": result}}) + "\n")
         sys.stdout.flush()

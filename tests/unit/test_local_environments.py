@@ -162,3 +162,21 @@ def test_two_stacks_as_root_use_disjoint_uids_and_never_kill_each_others_environ
     finally:
         first.close()
         second.close()
+
+
+def test_lambdas_six_megabyte_limit_holds_for_the_invocation_and_the_response(pool):
+    from local.lambda_limits import LAMBDA_SYNC_PAYLOAD_MAX_BYTES
+
+    started = pool.stats()["started_total"]
+    too_big = _run(pool, "t1", "#" + "x" * LAMBDA_SYNC_PAYLOAD_MAX_BYTES)
+    assert too_big.status == "error"
+    assert too_big.error.value == (
+        "the executor could not be invoked (RequestEntityTooLargeException)"
+    )
+    assert pool.stats()["started_total"] == started  # refused before any environment ran
+    pid = _run(pool, "t1")["pid"]
+    answer = _run(pool, "t1", f"big:{LAMBDA_SYNC_PAYLOAD_MAX_BYTES}")
+    assert answer.status == "error"
+    assert "Function.ResponseSizeTooLarge" in answer.error.value
+    # The function itself returned normally: its environment stays warm.
+    assert _run(pool, "t1", f"big:{LAMBDA_SYNC_PAYLOAD_MAX_BYTES // 2}")["pid"] == pid

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from local.events import HttpRequest
-from local.gateway import API_GATEWAY_MAX_PAYLOAD_BYTES, LAMBDA_SYNC_PAYLOAD_MAX_BYTES
+from local.gateway import API_GATEWAY_MAX_PAYLOAD_BYTES
 from local.http_server import LocalHttpServer
 from local.keys import KeyRing
+from local.lambda_limits import LAMBDA_SYNC_PAYLOAD_MAX_BYTES
 from local.stack import build_app
 
 KEY = "k1"
