@@ -195,6 +195,7 @@ class UidPool:
         self._lock_dir = lock_dir or default_uid_lock_dir()
         self._lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._held: dict[int, int] = {}  # index -> fd of its held lock file
+        self._reported_busy: set[int] = set()  # indexes whose skip was logged once
         self._lock = threading.Lock()
         self._use_useradd = shutil.which("useradd") is not None
 
@@ -214,7 +215,9 @@ class UidPool:
                     os.close(fd)
                     raise
                 if identity.uid is not None and uid_has_processes(identity.uid):
-                    logger.warning("skipping %s: its uid still runs processes", identity.name)
+                    if index not in self._reported_busy:
+                        self._reported_busy.add(index)
+                        logger.warning("skipping %s: its uid still runs processes", identity.name)
                     os.close(fd)
                     continue
                 self._held[index] = fd
