@@ -26,13 +26,14 @@ SYNTH_CHECK_OUT := .cache/synth-check
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: help setup dev test lint fmt typecheck pytest bench bench-e2e layers synth deploy destroy clean cdk-cli synth-check bootstrap
+.PHONY: help setup dev test lint fmt typecheck pytest bench bench-e2e layers synth deploy destroy clean cdk-cli synth-check bootstrap smoke
 
 help:
 	@echo "make dev    - run the local stack (sets up what is missing)"
 	@echo "make test   - run the whole test suite (sets up what is missing)"
 	@echo "make bench  - engine benchmarks;  make bench-e2e - end-to-end benchmarks"
 	@echo "make lint   - ruff + mypy;        make layers / synth / deploy / destroy"
+	@echo "make smoke  - the e2e tests against a deployed API (LCI_ENDPOINT + LCI_API_KEY)"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -104,6 +105,16 @@ synth-check: $(STAMP) $(CDK)
 	  AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null $(CDK_SYNTH_ENV) \
 	  $(CDK) synth --quiet $(CDK_FLAGS) --output $(SYNTH_CHECK_OUT) -c layersProfile=ci
 	$(BIN)/cfn-lint --ignore-checks W3005 --non-zero-exit-code error $(SYNTH_CHECK_OUT)/*.template.json
+
+# Opt-in, after `make deploy`: the e2e tests against the deployed API (tests/e2e/conftest.py,
+# smoke mode); tests that need the local stack itself are skipped. No endpoint: nothing to do.
+smoke:
+	@if [ -z "$$LCI_ENDPOINT" ] || [ -z "$$LCI_API_KEY" ]; then \
+	  echo "make smoke: skipped: set LCI_ENDPOINT and LCI_API_KEY of a deployed stack"; \
+	  exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(STAMP) && \
+	LCI_SMOKE=1 $(PY) -m pytest tests/e2e -m e2e -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .cache cdk.out .pytest_cache .mypy_cache .ruff_cache

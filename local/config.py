@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from local.gateway import API_GATEWAY_INTEGRATION_TIMEOUT_MS
+
 HOST = "127.0.0.1"  # loopback only: the local stack is never reachable from the network
 DEFAULT_PORT = 8080
 
@@ -31,6 +33,8 @@ class LocalSettings(BaseModel):
     # wait), before health ("sync"), or not at all ("off": on-demand packages then need PyPI).
     LCI_WHEELHOUSE_UPLOAD: Literal["background", "sync", "off"] = "background"
     LCI_LOG_LEVEL: str = "WARNING"
+    # API Gateway's integration timeout (29 s); tests shorten it to see the 504 fast.
+    LCI_INTEGRATION_TIMEOUT_MS: int = Field(default=API_GATEWAY_INTEGRATION_TIMEOUT_MS, ge=1)
 
     @classmethod
     def from_env(cls) -> LocalSettings:

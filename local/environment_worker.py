@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 FUNCTION_NAME = "lci-executor-local"
 
 
@@ -74,6 +75,9 @@ def _watch_parent(parent_pid: int) -> None:
     # Reset by the uid change, so set here: if the stack dies, we get SIGTERM and clean up.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # Orphans of anything below (even if the executor's zygote dies) stay in this process's
+    # tree, which is what the pool kills: it never kills by uid (local/isolation.py).
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() != parent_pid:
         raise SystemExit(0)
 

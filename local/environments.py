@@ -18,7 +18,6 @@ import logging
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 
 from lambdas.api.adapters.executor import failed_response, parse_response
 from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
-from local import isolation
+from local import isolation, lambda_limits
 from local.isolation import Identity, IsolationMode, UidPool
 
 logger = logging.getLogger(__name__)
@@ -137,28 +136,13 @@ class Environment:
         process group), then reap it."""
         if self.process is None:
             return
-        pid = self.process.pid
-        tree = [pid, *_descendants(pid)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        for child in tree:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child, signal.SIGKILL)
+        isolation.kill_process_tree(self.process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
         for stream in (self.process.stdin, self.process.stdout):
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        import psutil
-
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except Exception:
-        return []
 
 
 def needed_paths() -> list[Path]:
@@ -201,6 +185,9 @@ class EnvironmentPool:
     # -- ExecutorPort ------------------------------------------------------------------------------
 
     def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse:
+        refused = lambda_limits.request_too_large(invocation)
+        if refused is not None:
+            return refused
         try:
             environment = self._acquire(invocation.tenant_id)
         except EnvironmentFailed as exc:
@@ -223,6 +210,9 @@ class EnvironmentPool:
                 invocation, f"the executor environment crashed ({error}) and was reset"
             )
         self._release(environment)
+        too_large = lambda_limits.response_too_large(invocation, reply.get("payload"))
+        if too_large is not None:
+            return too_large
         return parse_response(invocation, reply.get("payload"))
 
     # -- pool ------------------------------------------------------------------------------------
@@ -419,4 +409,6 @@ class EnvironmentPool:
         self._wake_spares.set()
         for environment in everything:
             self._destroy(environment)
+        if self._uids is not None:
+            self._uids.close()
         shutil.rmtree(self.stack_dir, ignore_errors=True)

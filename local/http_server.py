@@ -12,12 +12,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from local.events import HttpRequest, HttpResponse
+from local.gateway import API_GATEWAY_MAX_PAYLOAD_BYTES, error_response, payload_too_large
 
 logger = logging.getLogger(__name__)
 
 App = Callable[[HttpRequest], HttpResponse]
-# Large enough for a 10 KiB cell plus inline one-shot files (4 MiB base64-encoded) and JSON.
-MAX_REQUEST_BODY_BYTES = 8 * 1024 * 1024
+MAX_REQUEST_BODY_BYTES = API_GATEWAY_MAX_PAYLOAD_BYTES  # refused before it is read, as AWS does
 IDLE_CONNECTION_TIMEOUT_SECONDS = 120
 
 
@@ -35,8 +35,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(length_header) if length_header else 0
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_REQUEST_BODY_BYTES:
-            self._write(HttpResponse(413 if length > 0 else 400, [], b""), close=True)
+        if length > MAX_REQUEST_BODY_BYTES:
+            self._write(payload_too_large(), close=True)
+            return
+        if length < 0:
+            bad = error_response(400, "INVALID_REQUEST", "invalid Content-Length header")
+            self._write(bad, close=True)
             return
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self._write(HttpResponse(411, [], b""), close=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import logging
 import os
 import pwd
 import shutil
@@ -19,12 +21,16 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 USER_PREFIX = "lci-env-"
+# Identities are looked for among lci-env-0 .. lci-env-(limit-1) on the whole machine.
+UID_INDEX_LIMIT = 4096
 FALLBACK_UID_BASE = 64_000  # uids without passwd entries when useradd is unavailable
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID = 0x2
@@ -32,7 +38,7 @@ _MS_NODEV = 0x4
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
-_SWEEP_ROUNDS = 5
+_FREEZE_ROUNDS = 20  # rounds of stopping newly found descendants before the kill
 
 
 @dataclass(frozen=True)
@@ -174,33 +180,72 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 
 class UidPool:
-    """Unprivileged identities for environments; an identity is reused only after every process
-    of its uid was killed and its temp directory wiped."""
+    """Unprivileged identities for environments, owned by this stack while it holds them.
 
-    def __init__(self, size: int) -> None:
+    Every stack on the machine numbers its identities `lci-env-0`, `lci-env-1`, ...; an index is
+    this stack's only while it holds an exclusive `flock` on `<lock_dir>/lci-env-N.lock` (the
+    kernel drops the lock when the holder dies, so a crashed stack frees its uids). An index
+    held by another stack, or whose uid still runs a process nobody holds a lock for (a stack
+    without these locks, or an escaped process), is skipped. Releasing an identity never kills
+    by uid: the environment's own process tree was killed by its owner (`kill_process_tree`).
+    """
+
+    def __init__(self, size: int, lock_dir: Path | None = None) -> None:
         self._size = size
-        self._free = list(range(size))
+        self._lock_dir = lock_dir or default_uid_lock_dir()
+        self._lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._held: dict[int, int] = {}  # index -> fd of its held lock file
+        self._reported_busy: set[int] = set()  # indexes whose skip was logged once
         self._lock = threading.Lock()
         self._use_useradd = shutil.which("useradd") is not None
 
     def acquire(self) -> Identity:
         with self._lock:
-            if not self._free:
+            if len(self._held) >= self._size:
                 raise RuntimeError("no free environment identity")
-            index = self._free.pop(0)
-        try:
-            return self._identity(index)
-        except Exception:
-            with self._lock:
-                self._free.append(index)
-            raise
+            for index in range(UID_INDEX_LIMIT):
+                if index in self._held:
+                    continue
+                fd = self._try_lock(index)
+                if fd is None:
+                    continue
+                try:
+                    identity = self._identity(index)
+                except Exception:
+                    os.close(fd)
+                    raise
+                if identity.uid is not None and uid_has_processes(identity.uid):
+                    if index not in self._reported_busy:
+                        self._reported_busy.add(index)
+                        logger.warning("skipping %s: its uid still runs processes", identity.name)
+                    os.close(fd)
+                    continue
+                self._held[index] = fd
+                return identity
+        raise RuntimeError("no free environment identity on this machine")
 
     def release(self, identity: Identity) -> None:
-        if identity.uid is not None:
-            kill_uid_processes(identity.uid)
         index = int(identity.name.removeprefix(USER_PREFIX))
         with self._lock:
-            self._free.append(index)
+            fd = self._held.pop(index, None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for fd in held:
+            os.close(fd)
+
+    def _try_lock(self, index: int) -> int | None:
+        path = self._lock_dir / f"{USER_PREFIX}{index}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
 
     def _identity(self, index: int) -> Identity:
         name = f"{USER_PREFIX}{index}"
@@ -232,19 +277,54 @@ class UidPool:
         return Identity(uid, uid, name)
 
 
-def kill_uid_processes(uid: int) -> int:
-    """SIGKILL every process of `uid` (repeat: a process may fork while we scan)."""
-    killed = 0
-    for _ in range(_SWEEP_ROUNDS):
-        found = [pid for pid in _pids() if _owner(pid) == uid]
-        if not found:
+def default_uid_lock_dir() -> Path:
+    """Where stacks lock their identities: shared by every stack of the machine (root only)."""
+    run = Path("/run")
+    if os.access(run, os.W_OK):
+        return run / "lci-local" / "uids"
+    return Path(tempfile.gettempdir()) / "lci-local-uids"
+
+
+def uid_has_processes(uid: int) -> bool:
+    """Does any process run as `uid`? (read only: whose processes they are is unknown)"""
+    return any(_owner(pid) == uid for pid in _pids())
+
+
+def kill_process_tree(root_pid: int) -> int:
+    """SIGKILL `root_pid` and every descendant, and nothing else.
+
+    The tree is frozen first (SIGSTOP, repeated until no new descendant appears: a stopped
+    process can neither fork nor reap), then killed, so no child escapes by forking during the
+    kill. Orphans stay in the tree because the environment worker and the executor's zygote are
+    child subreapers (local/environment_worker.py, lambdas/executor/procs.py).
+    """
+    frozen: list[int] = []
+    for _ in range(_FREEZE_ROUNDS):
+        tree = [root_pid, *_descendants(root_pid)]
+        new = [pid for pid in tree if pid not in frozen]
+        if not new:
             break
-        for pid in found:
+        for pid in new:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        time.sleep(0.01)
+                os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(root_pid, signal.SIGKILL)
+    killed = 0
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
     return killed
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except Exception:
+        return []
 
 
 def _pids() -> list[int]:

@@ -27,11 +27,11 @@ from local.events import (
     HttpRequest,
     HttpResponse,
     forbidden_response,
-    from_proxy_result,
     header_value,
     match_route,
     to_proxy_event,
 )
+from local.gateway import API_GATEWAY_INTEGRATION_TIMEOUT_MS, call_integration
 from local.keys import KeyRing
 
 logger = logging.getLogger("lci.local")
@@ -40,7 +40,6 @@ TABLE_NAME = "lci-local"
 BUCKET_NAME = "lci-local"
 API_FUNCTION_NAME = "lci-api-local"
 REGION = "us-east-1"
-API_HANDLER_TIMEOUT_MS = 29_000  # API Gateway's integration timeout
 
 
 class ListenError(RuntimeError):
@@ -98,6 +97,19 @@ def _create_storage(moto_url: str) -> None:
     )
 
 
+def _start_s3_front(moto_host: str, moto_port: int) -> Any:
+    """S3 that verifies presigned URLs and POST policies like S3 (`local.s3_front`): the API's
+    presigned URLs, and so the executor's transfers, go through it; DynamoDB stays on moto."""
+    from local.s3_front import S3Credentials, start_in_front_of
+
+    credentials = S3Credentials(
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], REGION
+    )
+    front = start_in_front_of(moto_host, moto_port, HOST, credentials)
+    os.environ["S3_ENDPOINT_URL"] = front.url
+    return front
+
+
 def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thread | None]:
     """Upload layer-builder's wheelhouse (if built); return its index URL and the uploader."""
     if mode == "off":
@@ -125,8 +137,13 @@ def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thr
     return f"{moto_url}/{BUCKET_NAME}/{wheelhouse_key_prefix(arch)}", thread
 
 
-def build_app(keys: KeyRing, api_handler: Any) -> Any:
-    """HTTP request -> key check -> proxy event -> real API handler -> HTTP response."""
+def build_app(
+    keys: KeyRing,
+    api_handler: Any,
+    integration_timeout_ms: int = API_GATEWAY_INTEGRATION_TIMEOUT_MS,
+) -> Any:
+    """HTTP request -> key check -> proxy event -> real API handler -> HTTP response, within
+    API Gateway's and Lambda's limits (`local.gateway`)."""
     from local.context import LocalLambdaContext
 
     def app(request: HttpRequest) -> HttpResponse:
@@ -136,8 +153,8 @@ def build_app(keys: KeyRing, api_handler: Any) -> Any:
         if key_id is None and resource not in PUBLIC_RESOURCES and resource != PROXY_RESOURCE:
             return forbidden_response()
         event = to_proxy_event(request, key_id)
-        context = LocalLambdaContext(API_FUNCTION_NAME, API_HANDLER_TIMEOUT_MS)
-        return from_proxy_result(api_handler(event, context))
+        context = LocalLambdaContext(API_FUNCTION_NAME, integration_timeout_ms)
+        return call_integration(api_handler, event, context, integration_timeout_ms)
 
     return app
 
@@ -181,6 +198,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     moto_url = f"http://{moto_host}:{moto_port}"
     _fake_aws_environment(moto_url, settings)
     _create_storage(moto_url)
+    s3_front = _start_s3_front(moto_host, moto_port)
     wheelhouse_url, _ = _wheelhouse(moto_url, settings.LCI_ARCH, settings.LCI_WHEELHOUSE_UPLOAD)
     if wheelhouse_url:
         os.environ["WHEELHOUSE_URL"] = wheelhouse_url
@@ -199,10 +217,15 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     from local.http_server import LocalHttpServer
 
     try:
-        server = LocalHttpServer(HOST, settings.LCI_PORT, build_app(keys, api.handler))
+        server = LocalHttpServer(
+            HOST,
+            settings.LCI_PORT,
+            build_app(keys, api.handler, settings.LCI_INTEGRATION_TIMEOUT_MS),
+        )
     except OSError as exc:
         pool.close()
         background.shutdown()
+        s3_front.stop()
         moto.stop()
         raise ListenError(f"cannot listen on {HOST}:{settings.LCI_PORT}: {exc.strerror}") from exc
     serving = threading.Thread(target=server.serve_forever, name="lci-http", daemon=True)
@@ -219,6 +242,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
         server.server_close()
         pool.close()
         background.shutdown()
+        s3_front.stop()
         moto.stop()
 
     return RunningStack(

@@ -1,4 +1,9 @@
-"""A real local stack (`python -m local`) started once for the e2e tests, over real HTTP."""
+"""A real local stack (`python -m local`) started once for the e2e tests, over real HTTP.
+
+Smoke mode (`make smoke`: LCI_SMOKE=1 with LCI_ENDPOINT and LCI_API_KEY of a deployed stack):
+the same tests run against that endpoint instead; tests marked `local_only` (a second key, the
+stack's log, its processes) are skipped, and a short report ends the run.
+"""
 
 from __future__ import annotations
 
@@ -22,24 +27,64 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEYS = ("k1", "k2")
 STARTUP_TIMEOUT_SECONDS = 180  # generous: a loaded 2-core CI box
+SMOKE_ENDPOINT = os.environ.get("LCI_ENDPOINT", "") if os.environ.get("LCI_SMOKE") == "1" else ""
+SMOKE_API_KEY = os.environ.get("LCI_API_KEY", "") if SMOKE_ENDPOINT else ""
+SMOKE = bool(SMOKE_ENDPOINT and SMOKE_API_KEY)
 
 
 @dataclass
-class LocalStack:
-    endpoint: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    envs_root: str
+class TargetStack:
+    """Where the e2e tests send their requests: a started local stack or a deployed one."""
 
-    def env(self, key: str = API_KEYS[0]) -> dict[str, str]:
+    endpoint: str
+    keys: tuple[str, ...]
+
+    def env(self, key: str | None = None) -> dict[str, str]:
         """Environment for `lci` / curl subprocesses talking to this stack."""
         bin_dir = str(Path(sys.executable).parent)
         return {
             **os.environ,
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
             "LCI_ENDPOINT": self.endpoint,
-            "LCI_API_KEY": key,
+            "LCI_API_KEY": key or self.keys[0],
         }
+
+
+@dataclass
+class LocalStack(TargetStack):
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    envs_root: str
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "local_only: needs the local stack itself (skipped by `make smoke`)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SMOKE:
+        return
+    skip = pytest.mark.skip(reason="local stack only (smoke run against a deployed API)")
+    for item in items:
+        if item.get_closest_marker("local_only"):
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not SMOKE:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(f"smoke report for {SMOKE_ENDPOINT}")
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") in ("call", "setup") and report.nodeid:
+                name = report.nodeid.split("::")[-1]
+                write(f"  {outcome:8} {report.duration:7.1f} s  {name}")
+    counts = {k: len(terminalreporter.stats.get(k, [])) for k in ("passed", "failed", "skipped")}
+    write(f"  {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
 
 
 def free_port() -> int:
@@ -66,7 +111,7 @@ def start_stack(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Local
         process = subprocess.Popen(
             [sys.executable, "-m", "local"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
         )
-    stack = LocalStack(f"http://127.0.0.1:{port}", process, log_path, envs_root)
+    stack = LocalStack(f"http://127.0.0.1:{port}", API_KEYS, process, log_path, envs_root)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -97,15 +142,19 @@ def stop_stack(stack: LocalStack, sig: int = signal.SIGTERM) -> list[int]:
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetStack]:
+    """The stack under test: started here, or the deployed one in smoke mode."""
+    if SMOKE:
+        yield TargetStack(SMOKE_ENDPOINT.rstrip("/"), (SMOKE_API_KEY,))
+        return
     stack = start_stack(tmp_path_factory.mktemp("local-stack"))
     yield stack
     stop_stack(stack)
 
 
 @pytest.fixture
-def client(local_stack: LocalStack) -> Iterator:
+def client(local_stack: TargetStack) -> Iterator:
     from lci import Client
 
-    with Client(local_stack.endpoint, API_KEYS[0], timeout=120) as api:
+    with Client(local_stack.endpoint, local_stack.keys[0], timeout=120) as api:
         yield api

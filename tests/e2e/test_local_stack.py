@@ -80,6 +80,7 @@ def test_png_chart_written_by_code_is_downloaded_through_its_presigned_url(clien
     assert target.read_bytes().startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.local_only
 def test_two_keys_never_see_each_others_sessions(local_stack, client):
     session = client.create_session()
     client.upload_file(session.session_id, b"secret", "secret.txt")
@@ -102,6 +103,7 @@ def test_two_keys_never_see_each_others_sessions(local_stack, client):
     assert client.download_file(session.session_id, "secret.txt") == b"secret"
 
 
+@pytest.mark.local_only
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-environment uids need root")
 def test_environments_cannot_read_each_others_files_or_signal_each_others_processes(
     local_stack, client
@@ -210,6 +212,7 @@ def test_readme_curl_and_lci_examples_work_verbatim(local_stack):
         assert expected in completed.stdout.replace(": ", ":"), completed.stdout
 
 
+@pytest.mark.local_only
 def test_ctrl_c_stops_every_process(tmp_path):
     stack = start_stack(tmp_path)
     try:

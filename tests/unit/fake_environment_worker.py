@@ -1,6 +1,7 @@
 """A light stand-in for `local.environment_worker` (same pipe protocol, no executor): answers
 each invocation with its own pid and the tenants it has served, so pool tests can see which
-process served what. Code "crash" kills it mid-call; "wait:PATH" blocks until PATH exists."""
+process served what (and, when it dropped to a pool uid, which uid). Code "crash" kills it
+mid-call; "wait:PATH" blocks until PATH exists; "big:N" pads the response with N bytes."""
 
 import json
 import os
@@ -11,6 +12,13 @@ from pathlib import Path
 
 def main() -> None:
     served: list[str] = []
+    identity = {}
+    uid, gid = os.environ.get("LCI_ENV_UID"), os.environ.get("LCI_ENV_GID")
+    if uid and gid and os.geteuid() == 0:  # as the real worker does (local.isolation)
+        os.setgroups([])
+        os.setresgid(int(gid), int(gid), int(gid))
+        os.setresuid(int(uid), int(uid), int(uid))
+        identity = {"uid": os.getuid()}
     sys.stdout.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
     for line in sys.stdin:
@@ -22,6 +30,9 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while not release.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
+        padding = ""
+        if event["code"].startswith("big:"):  # a response of about that many bytes
+            padding = "x" * int(event["code"].split(":", 1)[1])
         if event["tenant_id"] not in served:
             served.append(event["tenant_id"])
         result = {
@@ -29,7 +40,8 @@ def main() -> None:
             "session_id": event.get("session_id"),
             "status": "ok",
             "success": True,
-            "stdout": json.dumps({"pid": os.getpid(), "served": served}),
+            "stdout": json.dumps({"pid": os.getpid(), "served": served, **identity}),
+            "stderr": padding,
         }
         sys.stdout.write(json.dumps({"ok": True, "payload": {"result": result}}) + "\n")
         sys.stdout.flush()
