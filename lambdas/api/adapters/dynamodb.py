@@ -46,6 +46,7 @@ from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
 META = "META"
+SESSION_PREFIX = "SESSION#"
 _COMMIT_ATTEMPTS = 4
 
 
@@ -64,7 +65,7 @@ def _plain(value: Any) -> Any:
 
 
 def session_key(session_id: str) -> dict[str, str]:
-    return {PK: f"SESSION#{session_id}", SK: META}
+    return {PK: f"{SESSION_PREFIX}{session_id}", SK: META}
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -83,7 +84,7 @@ CELL_PREFIX = "CELL#"
 
 
 def cell_key(session_id: str, execution_count: int) -> dict[str, str]:
-    return {PK: f"SESSION#{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
+    return {PK: f"{SESSION_PREFIX}{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,10 @@ class DynamoTable:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :cell)",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {":pk": f"SESSION#{session_id}", ":cell": CELL_PREFIX},
+            "ExpressionAttributeValues": {
+                ":pk": f"{SESSION_PREFIX}{session_id}",
+                ":cell": CELL_PREFIX,
+            },
             "ConsistentRead": True,
         }
         if keys_only:
