@@ -20,9 +20,9 @@ class ApiSettings(BaseModel):
 
     TABLE_NAME: str
     BUCKET_NAME: str
-    # "lambda": boto3 invoke with TenantId; "inprocess": call the executor handler in this
-    # process (tests); the local stack injects its own environment-pool adapter.
-    EXECUTOR_MODE: Literal["lambda", "inprocess", "local"] = "lambda"
+    # "lambda": boto3 invoke with TenantId; "local": the executor adapter is injected with
+    # `container.override(executor=...)` (the local stack's environment pool, tests' fakes).
+    EXECUTOR_MODE: Literal["lambda", "local"] = "lambda"
     EXECUTOR_FUNCTION_NAME: str = ""
     # Where long runs finish after the sync window: this function invoked asynchronously
     # ("lambda"), or a thread of this process ("thread", local stack and tests).

@@ -236,7 +236,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "AWS_REGION": "us-east-1",
         "TABLE_NAME": TABLE,
         "BUCKET_NAME": BUCKET,
-        "EXECUTOR_MODE": "inprocess",
+        "EXECUTOR_MODE": "local",
         "BACKGROUND_MODE": "thread",
         "POWERTOOLS_METRICS_NAMESPACE": "LciTests",
         "POWERTOOLS_METRICS_DISABLED": "true",

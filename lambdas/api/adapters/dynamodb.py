@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit, UsageDelta
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
 from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
@@ -48,10 +48,6 @@ from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 META = "META"
 SESSION_PREFIX = "SESSION#"
 _COMMIT_ATTEMPTS = 4
-
-
-class ConditionFailed(Exception):
-    """A conditional write lost (item missing, lease held by someone else, already claimed)."""
 
 
 def _plain(value: Any) -> Any:
@@ -87,47 +83,25 @@ def cell_key(session_id: str, execution_count: int) -> dict[str, str]:
     return {PK: f"{SESSION_PREFIX}{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
 
 
-@dataclass(frozen=True)
-class SessionCommit:
-    """How a finished run changes its session: release the lease `lease_id`, slide the expiry,
-    and (when given) set the execution count, the committed state version and the variables."""
-
-    session_id: str
-    lease_id: str
-    last_used_at: str
-    expires_at: int
-    execution_count: int | None = None
-    state_version: int | None = None
-    variables: list[dict[str, str]] | None = None
-    has_files: bool | None = None
-
-    def update(self) -> tuple[str, dict[str, Any], dict[str, str]]:
-        sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
-        values: dict[str, Any] = {
-            ":lease": self.lease_id,
-            ":used": self.last_used_at,
-            ":exp": self.expires_at,
-        }
-        for name, value in (
-            ("execution_count", self.execution_count),
-            ("state_version", self.state_version),
-            ("variables", self.variables),
-            ("has_files", self.has_files),
-        ):
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = value
-        expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
-        return expression, values, {"#ttl": TTL}
-
-
-@dataclass(frozen=True)
-class UsageDelta:
-    principal: str
-    period: str
-    executions: int
-    compute_ms: int
-    ttl: int
+def _session_commit_update(commit: SessionCommit) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The conditional UpdateItem of a session commit (see SessionCommit)."""
+    sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
+    values: dict[str, Any] = {
+        ":lease": commit.lease_id,
+        ":used": commit.last_used_at,
+        ":exp": commit.expires_at,
+    }
+    for name, value in (
+        ("execution_count", commit.execution_count),
+        ("state_version", commit.state_version),
+        ("variables", commit.variables),
+        ("has_files", commit.has_files),
+    ):
+        if value is not None:
+            sets.append(f"{name} = :{name}")
+            values[f":{name}"] = value
+    expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
+    return expression, values, {"#ttl": TTL}
 
 
 class _Wire:
@@ -278,7 +252,7 @@ class DynamoTable:
     def finish_run(self, commit: SessionCommit) -> None:
         """Release the lease, committing what the run produced, in one conditional write.
         ConditionFailed: the lease is no longer ours, so nothing is committed."""
-        expression, values, names = commit.update()
+        expression, values, names = _session_commit_update(commit)
         self._update(
             session_key(commit.session_id),
             expression,
@@ -293,7 +267,7 @@ class DynamoTable:
         execution_id: str,
         execution: dict[str, Any],
         session: SessionCommit | None = None,
-        cell: tuple[str, int, dict[str, Any]] | None = None,
+        cell: CellWrite | None = None,
     ) -> None:
         """What a finished run writes, in ONE transaction: the session commit (lease release,
         version, count; conditional on still holding the lease), the notebook cell and the
@@ -305,7 +279,7 @@ class DynamoTable:
         table = self._table.name
         items: list[Any] = []
         if session is not None:
-            expression, values, names = session.update()
+            expression, values, names = _session_commit_update(session)
             items.append(
                 {
                     "Update": {

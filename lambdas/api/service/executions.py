@@ -26,8 +26,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lambdas.api.adapters.dynamodb import ConditionFailed, SessionCommit
-from lambdas.api.adapters.executor import failed_response, is_executor_failure
 from lambdas.api.errors import (
     ExecutionNotFound,
     InvalidPath,
@@ -37,6 +35,7 @@ from lambdas.api.errors import (
     SessionBusy,
 )
 from lambdas.api.models import ExecuteAccepted, ExecuteRequest, OneShotExecuteRequest
+from lambdas.api.ports import ConditionFailed, SessionCommit
 from lambdas.api.service.common import (
     EXECUTION_RECORD_TTL_SECONDS,
     IDEMPOTENCY_TTL_SECONDS,
@@ -56,6 +55,7 @@ from lambdas.api.service.packages import PackageService
 from lambdas.api.service.sessions import SessionService
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
+from lambdas.shared.executor_responses import ExecutorFailure, failed_response
 from lambdas.shared.models import (
     ExecutionError,
     ExecutionResult,
@@ -505,7 +505,7 @@ class ExecutionService:
     def _complete(
         self, job: Job, response: ExecutorResponse, compute_ms: int, *, unsynced_files: int = 0
     ) -> ExecutionResult:
-        failed = is_executor_failure(response)
+        failed = isinstance(response, ExecutorFailure)
         result = response.result.model_copy(
             update={
                 "execution_id": job.execution_id,

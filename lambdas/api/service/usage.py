@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from lambdas.api.adapters.dynamodb import UsageDelta
 from lambdas.api.errors import QuotaExceeded
 from lambdas.api.models import Quota, Usage
+from lambdas.api.ports import UsageDelta
 from lambdas.api.service.common import USAGE_RECORD_TTL_SECONDS, Deps, usage_period
 
 USAGE_CACHE_SECONDS = 10.0
