@@ -17,7 +17,7 @@ from lambdas.api.models import (
     ExecutionResult,
     OneShotExecuteRequest,
 )
-from lambdas.api.service.executions import ExecuteOutcome
+from lambdas.api.service.dispatch import ExecuteOutcome
 from lambdas.api.telemetry import metrics
 from lambdas.shared import routes
 
