@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HOST = "127.0.0.1"  # loopback only: the local stack is never reachable from the network
 DEFAULT_PORT = 8080
 
 
-class LocalSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class LocalSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
 
     LCI_PORT: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: pick a free port
     LCI_API_KEY: str = ""  # comma-separated; one principal per key; empty: a random key
@@ -31,7 +31,3 @@ class LocalSettings(BaseModel):
     # wait), before health ("sync"), or not at all ("off": on-demand packages then need PyPI).
     LCI_WHEELHOUSE_UPLOAD: Literal["background", "sync", "off"] = "background"
     LCI_LOG_LEVEL: str = "WARNING"
-
-    @classmethod
-    def from_env(cls) -> LocalSettings:
-        return cls.model_validate({k: v for k, v in os.environ.items() if k.startswith("LCI_")})

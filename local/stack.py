@@ -145,7 +145,7 @@ def build_app(keys: KeyRing, api_handler: Any) -> Any:
 def start(settings: LocalSettings | None = None) -> RunningStack:
     """Start everything; return once `GET /v1/health` would answer 200."""
     started = time.monotonic()
-    settings = settings or LocalSettings.from_env()
+    settings = settings or LocalSettings()
     from concurrent.futures import ThreadPoolExecutor
 
     from local.environments import EnvironmentPool, PoolSettings, needed_paths
