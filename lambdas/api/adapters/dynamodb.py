@@ -36,9 +36,17 @@ Only this module talks to DynamoDB; it returns plain Python values (ints, not De
 from __future__ import annotations
 
 import contextlib
-import time
 from decimal import Decimal
 from typing import Any
+
+from tenacity import (
+    Retrying,
+    retry_if_not_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+    wait_fixed,
+)
 
 from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit, UsageDelta
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
@@ -48,6 +56,7 @@ from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 META = "META"
 SESSION_PREFIX = "SESSION#"
 _COMMIT_ATTEMPTS = 4
+_BATCH_ATTEMPTS = 8
 
 
 def _plain(value: Any) -> Any:
@@ -165,14 +174,26 @@ class _TableOps:
                     {"DeleteRequest": {"Key": self._wire.dump(k)}} for k in keys[start : start + 25]
                 ]
             }
-            for _attempt in range(8):
-                unprocessed = self._client.batch_write_item(RequestItems=requests).get(
-                    "UnprocessedItems"
-                )
-                if not unprocessed:
-                    break
-                requests = unprocessed
-                time.sleep(0.05)
+            self._write_batch(requests)
+
+    def _write_batch(self, requests: Any) -> None:
+        """One BatchWriteItem, retried for its unprocessed requests (given up after a while)."""
+        pending = [requests]
+
+        def write_once() -> Any:
+            unprocessed = self._client.batch_write_item(RequestItems=pending[0]).get(
+                "UnprocessedItems"
+            )
+            if unprocessed:
+                pending[0] = unprocessed
+            return unprocessed
+
+        Retrying(
+            stop=stop_after_attempt(_BATCH_ATTEMPTS),
+            wait=wait_fixed(0.05),
+            retry=retry_if_result(bool),
+            retry_error_callback=lambda _: None,
+        )(write_once)
 
 
 class DynamoTable:
@@ -312,20 +333,20 @@ class DynamoTable:
         )
         # The token makes a retry after a lost response a no-op instead of a second commit.
         token = f"commit-{execution_id}"[:36]
-        for attempt in range(_COMMIT_ATTEMPTS):
-            try:
-                self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
-                return
-            except self._client.exceptions.TransactionCanceledException as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    raise ConditionFailed from exc
-                if attempt == _COMMIT_ATTEMPTS - 1:
+        for attempt in Retrying(
+            stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.02, min=0.02),
+            retry=retry_if_not_exception_type(ConditionFailed),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+                except self._client.exceptions.TransactionCanceledException as exc:
+                    reasons = exc.response.get("CancellationReasons", [])
+                    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                        raise ConditionFailed from exc
                     raise
-            except Exception:
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-            time.sleep(0.02 * 2**attempt)
 
     def add_usage(self, usage: UsageDelta) -> None:
         self._update(
