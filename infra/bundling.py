@@ -22,7 +22,16 @@ from lambdas.shared.packages.requirements import requirement_name
 # The API function's runtime dependencies; their version pins come from requirements.txt so the
 # local stack, the tests and the deployment run the same versions. boto3 is bundled (not taken
 # from the runtime) because executor invocation relies on the recent `TenantId` parameter.
-API_DISTRIBUTIONS = ("aws-lambda-powertools", "pydantic", "boto3", "packaging", "nbformat")
+API_DISTRIBUTIONS = (
+    "aws-lambda-powertools",
+    "pydantic",
+    "pydantic-settings",
+    "tenacity",
+    "cachetools",
+    "boto3",
+    "packaging",
+    "nbformat",
+)
 PIP_PLATFORMS = {
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"),
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"),

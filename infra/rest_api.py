@@ -1,4 +1,5 @@
-"""The REST API: the routes of SPEC §3, each proxied to the API function.
+"""The REST API: the routes of SPEC §3 (`lambdas/shared/routes.py`), each proxied to the API
+function.
 
 An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
 usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
@@ -8,7 +9,6 @@ usage plan throttles each key and caps its monthly requests. API Gateway's own r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
@@ -16,15 +16,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StackConfig
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str  # below the stage root, e.g. "v1/sessions/{session_id}"
-    body_model: str | None = None  # key of REQUEST_MODELS
-    public: bool = False  # no API key
-
+from lambdas.shared.routes import ROUTES
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
 # the API function validates everything in full.
@@ -32,24 +24,6 @@ REQUEST_MODELS: dict[str, tuple[str, ...]] = {
     "Execute": ("code",),
     "FileUpload": ("path",),
 }
-
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "v1/health", public=True),
-    Route("GET", "v1/openapi.json", public=True),
-    Route("POST", "v1/sessions"),
-    Route("GET", "v1/sessions/{session_id}"),
-    Route("DELETE", "v1/sessions/{session_id}"),
-    Route("POST", "v1/sessions/{session_id}/execute", body_model="Execute"),
-    Route("POST", "v1/execute", body_model="Execute"),
-    Route("GET", "v1/executions/{execution_id}"),
-    Route("POST", "v1/sessions/{session_id}/files", body_model="FileUpload"),
-    Route("GET", "v1/sessions/{session_id}/files"),
-    Route("GET", "v1/sessions/{session_id}/files/{path+}"),
-    Route("DELETE", "v1/sessions/{session_id}/files/{path+}"),
-    Route("GET", "v1/sessions/{session_id}/notebook"),
-    Route("GET", "v1/packages"),
-    Route("GET", "v1/usage"),
-)
 
 # API Gateway's rejections, in the product's `{"error": {"code", "message"}}` shape.
 # `$context.error.messageString` is already a quoted JSON string.
@@ -140,7 +114,7 @@ class RestApi(Construct):
         }
         integration = apigw.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
         for route in ROUTES:
-            resource = self.api.root.resource_for_path(route.path)
+            resource = self.api.root.resource_for_path(route.path.lstrip("/"))
             resource.add_method(
                 route.method,
                 integration,

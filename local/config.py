@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from local.gateway import API_GATEWAY_INTEGRATION_TIMEOUT_MS
 
@@ -15,8 +15,8 @@ HOST = "127.0.0.1"  # loopback only: the local stack is never reachable from the
 DEFAULT_PORT = 8080
 
 
-class LocalSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class LocalSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
 
     LCI_PORT: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: pick a free port
     LCI_API_KEY: str = ""  # comma-separated; one principal per key; empty: a random key
@@ -35,7 +35,3 @@ class LocalSettings(BaseModel):
     LCI_LOG_LEVEL: str = "WARNING"
     # API Gateway's integration timeout (29 s); tests shorten it to see the 504 fast.
     LCI_INTEGRATION_TIMEOUT_MS: int = Field(default=API_GATEWAY_INTEGRATION_TIMEOUT_MS, ge=1)
-
-    @classmethod
-    def from_env(cls) -> LocalSettings:
-        return cls.model_validate({k: v for k, v in os.environ.items() if k.startswith("LCI_")})

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lambdas.api.adapters.executor import failed_response, parse_response
+from lambdas.shared.executor_responses import failed_response, parse_response
 from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
 from local import isolation, lambda_limits
 from local.isolation import Identity, IsolationMode, UidPool

@@ -16,29 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from lambdas.shared.routes import RESOURCE_PATHS
+
 LOCAL_ACCOUNT_ID = "000000000000"
 LOCAL_API_ID = "local"
 LOCAL_STAGE = "local"
 
-# The resources of the REST API (SPEC §3), as the CDK stack declares them in
-# infra/rest_api.py (a unit test keeps the two equal; importing CDK here would slow startup).
-ROUTE_TEMPLATES: tuple[str, ...] = (
-    "/v1/health",
-    "/v1/openapi.json",
-    "/v1/packages",
-    "/v1/usage",
-    "/v1/execute",
-    "/v1/executions/{execution_id}",
-    "/v1/sessions",
-    "/v1/sessions/{session_id}",
-    "/v1/sessions/{session_id}/execute",
-    "/v1/sessions/{session_id}/notebook",
-    "/v1/sessions/{session_id}/files",
-    "/v1/sessions/{session_id}/files/{path+}",
-)
 PROXY_RESOURCE = "/{proxy+}"
-# Routes API Gateway serves without an API key.
-PUBLIC_RESOURCES = frozenset({"/v1/health", "/v1/openapi.json"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +45,7 @@ class HttpResponse:
 def match_route(path: str) -> tuple[str, dict[str, str] | None]:
     """(resource template, path parameters) for a decoded path; the greedy proxy otherwise."""
     segments = path.strip("/").split("/") if path.strip("/") else []
-    for template in ROUTE_TEMPLATES:
+    for template in RESOURCE_PATHS:
         params = _match(template, segments)
         if params is not None:
             return template, params or None

@@ -20,10 +20,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from lambdas.executor import procs
+from lambdas.shared.routes import PUBLIC_PATHS
 from local.config import HOST, LocalSettings
 from local.events import (
     PROXY_RESOURCE,
-    PUBLIC_RESOURCES,
     HttpRequest,
     HttpResponse,
     forbidden_response,
@@ -150,7 +150,7 @@ def build_app(
         resource, _ = match_route(unquote(urlsplit(request.target).path))
         key_id = keys.key_id(header_value(request.headers, "x-api-key"))
         # Like API Gateway: unknown routes are answered (404) before the key is checked.
-        if key_id is None and resource not in PUBLIC_RESOURCES and resource != PROXY_RESOURCE:
+        if key_id is None and resource not in PUBLIC_PATHS and resource != PROXY_RESOURCE:
             return forbidden_response()
         event = to_proxy_event(request, key_id)
         context = LocalLambdaContext(API_FUNCTION_NAME, integration_timeout_ms)
@@ -162,7 +162,7 @@ def build_app(
 def start(settings: LocalSettings | None = None) -> RunningStack:
     """Start everything; return once `GET /v1/health` would answer 200."""
     started = time.monotonic()
-    settings = settings or LocalSettings.from_env()
+    settings = settings or LocalSettings()
     from concurrent.futures import ThreadPoolExecutor
 
     from local.environments import EnvironmentPool, PoolSettings, needed_paths
@@ -204,7 +204,6 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
         os.environ["WHEELHOUSE_URL"] = wheelhouse_url
 
     from lambdas.api import container
-    from lambdas.api import handler as api
     from lambdas.api.adapters.background import ThreadBackground
     from lambdas.api.settings import get_settings
 
@@ -215,12 +214,13 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
 
     keys = KeyRing.from_env_value(settings.LCI_API_KEY)
     from local.http_server import LocalHttpServer
+    from local.resolvers import threaded_api_handler
 
     try:
         server = LocalHttpServer(
             HOST,
             settings.LCI_PORT,
-            build_app(keys, api.handler, settings.LCI_INTEGRATION_TIMEOUT_MS),
+            build_app(keys, threaded_api_handler(), settings.LCI_INTEGRATION_TIMEOUT_MS),
         )
     except OSError as exc:
         pool.close()

@@ -10,7 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from lambdas.api.service.common import Clock, Deps
+from lambdas.api.ports import Background, Clock, Executor
+from lambdas.api.service.common import Deps
 from lambdas.api.service.executions import ExecutionService
 from lambdas.api.service.files import FileService
 from lambdas.api.service.notebook import NotebookService
@@ -38,8 +39,8 @@ _services: Services | None = None
 
 def override(
     *,
-    executor: Any = None,
-    background: Any = None,
+    executor: Executor | None = None,
+    background: Background | None = None,
     catalog: PackageCatalog | None = None,
     settings: ApiSettings | None = None,
     clock: Clock | None = None,
@@ -76,13 +77,13 @@ def services() -> Services:
 
 def _build(given: dict[str, Any]) -> Services:
     from lambdas.api.adapters.dynamodb import DynamoTable
-    from lambdas.api.adapters.s3 import BlobStore
+    from lambdas.api.adapters.s3 import S3BlobStore
 
     settings: ApiSettings = given.get("settings") or get_settings()
     deps = Deps(
         settings=settings,
         table=DynamoTable(settings.TABLE_NAME, settings.DYNAMODB_ENDPOINT_URL),
-        blobs=BlobStore(settings.BUCKET_NAME, settings.S3_ENDPOINT_URL),
+        blobs=S3BlobStore(settings.BUCKET_NAME, settings.S3_ENDPOINT_URL),
         executor=given.get("executor") or _default_executor(settings),
         background=given.get("background") or _default_background(settings),
         catalog=given.get("catalog") or LayersCatalog(),
@@ -103,18 +104,16 @@ def _build(given: dict[str, Any]) -> Services:
     )
 
 
-def _default_executor(settings: ApiSettings) -> Any:
-    from lambdas.api.adapters.executor import InProcessExecutor, LambdaExecutor
+def _default_executor(settings: ApiSettings) -> Executor:
+    from lambdas.api.adapters.executor import LambdaExecutor
 
     if settings.EXECUTOR_MODE == "lambda":
         read_timeout = settings.MAX_TIMEOUT_MS // 1000 + 60
         return LambdaExecutor(settings.EXECUTOR_FUNCTION_NAME, read_timeout)
-    if settings.EXECUTOR_MODE == "inprocess":
-        return InProcessExecutor()
     raise RuntimeError("EXECUTOR_MODE=local needs container.override(executor=...)")
 
 
-def _default_background(settings: ApiSettings) -> Any:
+def _default_background(settings: ApiSettings) -> Background:
     from lambdas.api.adapters.background import LambdaBackground, ThreadBackground
 
     if settings.BACKGROUND_MODE == "lambda":

@@ -1,5 +1,6 @@
 """API fixtures: moto `mock_aws` with the real table/bucket definitions, a fake executor port,
-and a client that sends realistic API Gateway REST proxy (v1) events to the real handler.
+and a client that sends API Gateway REST proxy (v1) events, built by the local stack's emulation
+(`local/events.py`), to the real handler.
 
 Every response that passes through `ApiClient` is checked for leaks: no server stack trace, no
 ARN, and no bucket name outside presigned URLs/forms (SPEC §3 "never a stack trace, an AWS ARN
@@ -9,13 +10,13 @@ or a bucket name").
 from __future__ import annotations
 
 import base64
+import functools
 import json
-import re
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -23,32 +24,6 @@ TABLE = "lci-test-table"
 BUCKET = "lci-test-bucket-secretname"
 PRINCIPAL = "key-alice"
 OTHER_PRINCIPAL = "key-bob"
-
-# API Gateway resources of the deployed API, matched to build `resource`/`pathParameters`.
-ROUTE_TEMPLATES = [
-    "/v1/health",
-    "/v1/openapi.json",
-    "/v1/sessions",
-    "/v1/sessions/{session_id}",
-    "/v1/sessions/{session_id}/execute",
-    "/v1/sessions/{session_id}/files",
-    "/v1/sessions/{session_id}/files/{path+}",
-    "/v1/sessions/{session_id}/notebook",
-    "/v1/execute",
-    "/v1/executions/{execution_id}",
-    "/v1/packages",
-    "/v1/usage",
-]
-
-
-def _match_resource(path: str) -> tuple[str, dict[str, str] | None]:
-    for template in ROUTE_TEMPLATES:
-        regex = re.sub(r"\{(\w+)\+\}", r"(?P<\1>.+)", template)
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
-        match = re.fullmatch(regex, path)
-        if match:
-            return template, (match.groupdict() or None)
-    return "/{proxy+}", {"proxy": path.lstrip("/")}
 
 
 def api_event(
@@ -59,10 +34,11 @@ def api_event(
     raw_body: str | None = None,
     principal: str | None = PRINCIPAL,
     headers: dict[str, str] | None = None,
-    stage: str = "dev",
 ) -> dict[str, Any]:
-    """An API Gateway REST API proxy integration event, as API Gateway sends it."""
-    resource, path_parameters = _match_resource(path)
+    """An API Gateway REST API proxy event, built by the local stack's emulation of API Gateway
+    (`local/events.py`) for a caller whose key API Gateway mapped to `principal`."""
+    from local.events import HttpRequest, to_proxy_event
+
     all_headers = {
         "Accept": "application/json",
         "Host": "abc123.execute-api.us-east-1.amazonaws.com",
@@ -75,51 +51,14 @@ def api_event(
         all_headers["Content-Type"] = "application/json"
     all_headers.update(headers or {})
     text = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": all_headers,
-        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": path_parameters,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "abc123",
-            "resourcePath": resource,
-            "httpMethod": method,
-            "extendedRequestId": uuid.uuid4().hex,
-            "requestTime": "26/Nov/2026:14:00:00 +0000",
-            "path": f"/{stage}{path}",
-            "accountId": "123456789012",
-            "protocol": "HTTP/1.1",
-            "stage": stage,
-            "domainPrefix": "abc123",
-            "requestTimeEpoch": 1795000000000,
-            "requestId": str(uuid.uuid4()),
-            "identity": {
-                "cognitoIdentityPoolId": None,
-                "accountId": None,
-                "cognitoIdentityId": None,
-                "caller": None,
-                "apiKey": f"secret-of-{principal}" if principal else None,
-                "apiKeyId": principal,
-                "sourceIp": "203.0.113.7",
-                "principalOrgId": None,
-                "accessKey": None,
-                "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None,
-                "userArn": None,
-                "userAgent": "lci-tests/1.0",
-                "user": None,
-            },
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "apiId": "abc123",
-        },
-        "body": text,
-        "isBase64Encoded": False,
-    }
+    request = HttpRequest(
+        method=method,
+        target=quote(path),
+        headers=list(all_headers.items()),
+        body=(text or "").encode(),
+        source_ip="203.0.113.7",
+    )
+    return to_proxy_event(request, principal)
 
 
 _URL_KEYS = {"url", "download_url", "fields", "upload"}
@@ -175,6 +114,14 @@ class ApiResponse:
         return data.get("error", {}).get("code") if isinstance(data, dict) else None
 
 
+@functools.cache
+def _threaded_api_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The local stack's entry to the real API handler: tests send requests from many threads."""
+    from local.resolvers import threaded_api_handler
+
+    return threaded_api_handler()
+
+
 @dataclass
 class ApiClient:
     principal: str | None = PRINCIPAL
@@ -190,13 +137,11 @@ class ApiClient:
         principal: str | None = ...,  # type: ignore[assignment]
         headers: dict[str, str] | None = None,
     ) -> ApiResponse:
-        from lambdas.api.handler import handler
-
         who = self.principal if principal is ... else principal
         event = api_event(
             method, path, body=body, raw_body=raw_body, principal=who, headers=headers
         )
-        raw = handler(event, None)
+        raw = _threaded_api_handler()(event, None)
         assert set(raw) >= {"statusCode", "body"}, raw
         text = raw["body"] or ""
         if raw.get("isBase64Encoded"):
@@ -291,7 +236,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "AWS_REGION": "us-east-1",
         "TABLE_NAME": TABLE,
         "BUCKET_NAME": BUCKET,
-        "EXECUTOR_MODE": "inprocess",
+        "EXECUTOR_MODE": "local",
         "BACKGROUND_MODE": "thread",
         "POWERTOOLS_METRICS_NAMESPACE": "LciTests",
         "POWERTOOLS_METRICS_DISABLED": "true",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from lambdas.shared.models import ExecutorResponse
+from lambdas.shared.executor_responses import failed_response, parse_response
+from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
 
 _ids = itertools.count(1)
 
@@ -26,3 +27,17 @@ def checked(response: dict[str, Any]) -> dict[str, Any]:
     """The response must be exactly an ExecutorResponse dump (the contract B and E rely on)."""
     assert ExecutorResponse.model_validate(response).model_dump(mode="json") == response
     return response
+
+
+class InProcessExecutor:
+    """The API's executor port served by `lambdas.executor.handler` in this process (tests only:
+    no isolation; the API bundle does not ship the executor)."""
+
+    def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse:
+        from lambdas.executor import handler as executor_handler  # type: ignore[attr-defined]
+
+        try:
+            payload = executor_handler.handler(invocation.model_dump(mode="json"), None)
+        except Exception as exc:
+            return failed_response(invocation, f"the executor failed ({type(exc).__name__})")
+        return parse_response(invocation, payload)

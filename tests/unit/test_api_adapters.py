@@ -58,7 +58,8 @@ def test_lambda_executor_invokes_with_tenant_id() -> None:
 
 
 def test_lambda_function_error_is_an_error_result_without_details() -> None:
-    from lambdas.api.adapters.executor import LambdaExecutor, is_executor_failure
+    from lambdas.api.adapters.executor import LambdaExecutor
+    from lambdas.shared.executor_responses import ExecutorFailure
 
     executor = LambdaExecutor("lci-executor", read_timeout_s=400)
     crash = {
@@ -70,7 +71,7 @@ def test_lambda_function_error_is_an_error_result_without_details() -> None:
             "invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _body(crash)}
         )
         response = executor.invoke(_invocation())
-    assert is_executor_failure(response)
+    assert isinstance(response, ExecutorFailure)
     assert response.result.status == ExecutionStatus.ERROR
     assert "arn:" not in response.model_dump_json()
     assert "Runtime.ExitError" in response.result.error.value  # type: ignore[union-attr]

@@ -1,4 +1,5 @@
-"""Background port: where a run keeps going after the sync window closes.
+"""Background adapters (the port is `lambdas/api/ports.py`'s `Background`): where a run keeps
+going after the sync window closes.
 
 `ThreadBackground` (local stack, tests) runs the job on a thread pool of this process; its
 handle's `wait` is an Event wait. `LambdaBackground` invokes this very function asynchronously
@@ -12,30 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
+from lambdas.api.ports import BackgroundHandle, Poller, Runner
 from lambdas.shared.models import ExecutionResult
 
 BACKGROUND_EVENT_KEY = "lci_background"
-
-Runner = Callable[[], ExecutionResult]
-Poller = Callable[[], ExecutionResult | None]
-
-
-class BackgroundHandle(Protocol):
-    def wait(self, timeout_s: float) -> ExecutionResult | None:
-        """The finished result, or None if the run is still going after `timeout_s`."""
-        ...
-
-
-class BackgroundPort(Protocol):
-    # True: the run happens in another invocation, which reads the job from the stored record.
-    runs_remotely: bool
-
-    def submit(self, execution_id: str, run: Runner, poll: Poller) -> BackgroundHandle:
-        """Start the run elsewhere. `run` executes the job in-process; `poll` reads the stored
-        record (None while it is still running). An adapter uses whichever fits."""
-        ...
 
 
 class _ThreadHandle:

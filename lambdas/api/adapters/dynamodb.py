@@ -36,21 +36,27 @@ Only this module talks to DynamoDB; it returns plain Python values (ints, not De
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tenacity import (
+    Retrying,
+    retry_if_not_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+    wait_fixed,
+)
+
+from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit, UsageDelta
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
 from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
 META = "META"
+SESSION_PREFIX = "SESSION#"
 _COMMIT_ATTEMPTS = 4
-
-
-class ConditionFailed(Exception):
-    """A conditional write lost (item missing, lease held by someone else, already claimed)."""
+_BATCH_ATTEMPTS = 8
 
 
 def _plain(value: Any) -> Any:
@@ -64,7 +70,7 @@ def _plain(value: Any) -> Any:
 
 
 def session_key(session_id: str) -> dict[str, str]:
-    return {PK: f"SESSION#{session_id}", SK: META}
+    return {PK: f"{SESSION_PREFIX}{session_id}", SK: META}
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -83,50 +89,28 @@ CELL_PREFIX = "CELL#"
 
 
 def cell_key(session_id: str, execution_count: int) -> dict[str, str]:
-    return {PK: f"SESSION#{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
+    return {PK: f"{SESSION_PREFIX}{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
 
 
-@dataclass(frozen=True)
-class SessionCommit:
-    """How a finished run changes its session: release the lease `lease_id`, slide the expiry,
-    and (when given) set the execution count, the committed state version and the variables."""
-
-    session_id: str
-    lease_id: str
-    last_used_at: str
-    expires_at: int
-    execution_count: int | None = None
-    state_version: int | None = None
-    variables: list[dict[str, str]] | None = None
-    has_files: bool | None = None
-
-    def update(self) -> tuple[str, dict[str, Any], dict[str, str]]:
-        sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
-        values: dict[str, Any] = {
-            ":lease": self.lease_id,
-            ":used": self.last_used_at,
-            ":exp": self.expires_at,
-        }
-        for name, value in (
-            ("execution_count", self.execution_count),
-            ("state_version", self.state_version),
-            ("variables", self.variables),
-            ("has_files", self.has_files),
-        ):
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = value
-        expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
-        return expression, values, {"#ttl": TTL}
-
-
-@dataclass(frozen=True)
-class UsageDelta:
-    principal: str
-    period: str
-    executions: int
-    compute_ms: int
-    ttl: int
+def _session_commit_update(commit: SessionCommit) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The conditional UpdateItem of a session commit (see SessionCommit)."""
+    sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
+    values: dict[str, Any] = {
+        ":lease": commit.lease_id,
+        ":used": commit.last_used_at,
+        ":exp": commit.expires_at,
+    }
+    for name, value in (
+        ("execution_count", commit.execution_count),
+        ("state_version", commit.state_version),
+        ("variables", commit.variables),
+        ("has_files", commit.has_files),
+    ):
+        if value is not None:
+            sets.append(f"{name} = :{name}")
+            values[f":{name}"] = value
+    expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
+    return expression, values, {"#ttl": TTL}
 
 
 class _Wire:
@@ -190,14 +174,26 @@ class _TableOps:
                     {"DeleteRequest": {"Key": self._wire.dump(k)}} for k in keys[start : start + 25]
                 ]
             }
-            for _attempt in range(8):
-                unprocessed = self._client.batch_write_item(RequestItems=requests).get(
-                    "UnprocessedItems"
-                )
-                if not unprocessed:
-                    break
-                requests = unprocessed
-                time.sleep(0.05)
+            self._write_batch(requests)
+
+    def _write_batch(self, requests: Any) -> None:
+        """One BatchWriteItem, retried for its unprocessed requests (given up after a while)."""
+        pending = [requests]
+
+        def write_once() -> Any:
+            unprocessed = self._client.batch_write_item(RequestItems=pending[0]).get(
+                "UnprocessedItems"
+            )
+            if unprocessed:
+                pending[0] = unprocessed
+            return unprocessed
+
+        Retrying(
+            stop=stop_after_attempt(_BATCH_ATTEMPTS),
+            wait=wait_fixed(0.05),
+            retry=retry_if_result(bool),
+            retry_error_callback=lambda _: None,
+        )(write_once)
 
 
 class DynamoTable:
@@ -277,7 +273,7 @@ class DynamoTable:
     def finish_run(self, commit: SessionCommit) -> None:
         """Release the lease, committing what the run produced, in one conditional write.
         ConditionFailed: the lease is no longer ours, so nothing is committed."""
-        expression, values, names = commit.update()
+        expression, values, names = _session_commit_update(commit)
         self._update(
             session_key(commit.session_id),
             expression,
@@ -292,7 +288,7 @@ class DynamoTable:
         execution_id: str,
         execution: dict[str, Any],
         session: SessionCommit | None = None,
-        cell: tuple[str, int, dict[str, Any]] | None = None,
+        cell: CellWrite | None = None,
     ) -> None:
         """What a finished run writes, in ONE transaction: the session commit (lease release,
         version, count; conditional on still holding the lease), the notebook cell and the
@@ -304,7 +300,7 @@ class DynamoTable:
         table = self._table.name
         items: list[Any] = []
         if session is not None:
-            expression, values, names = session.update()
+            expression, values, names = _session_commit_update(session)
             items.append(
                 {
                     "Update": {
@@ -337,20 +333,20 @@ class DynamoTable:
         )
         # The token makes a retry after a lost response a no-op instead of a second commit.
         token = f"commit-{execution_id}"[:36]
-        for attempt in range(_COMMIT_ATTEMPTS):
-            try:
-                self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
-                return
-            except self._client.exceptions.TransactionCanceledException as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    raise ConditionFailed from exc
-                if attempt == _COMMIT_ATTEMPTS - 1:
+        for attempt in Retrying(
+            stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.02, min=0.02),
+            retry=retry_if_not_exception_type(ConditionFailed),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+                except self._client.exceptions.TransactionCanceledException as exc:
+                    reasons = exc.response.get("CancellationReasons", [])
+                    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                        raise ConditionFailed from exc
                     raise
-            except Exception:
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-            time.sleep(0.02 * 2**attempt)
 
     def add_usage(self, usage: UsageDelta) -> None:
         self._update(
@@ -383,7 +379,10 @@ class DynamoTable:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :cell)",
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
-            "ExpressionAttributeValues": {":pk": f"SESSION#{session_id}", ":cell": CELL_PREFIX},
+            "ExpressionAttributeValues": {
+                ":pk": f"{SESSION_PREFIX}{session_id}",
+                ":cell": CELL_PREFIX,
+            },
             "ConsistentRead": True,
         }
         if keys_only:

@@ -1,67 +1,22 @@
-"""Executor port and its adapters.
+"""The executor adapter for AWS (the port is `lambdas/api/ports.py`'s `Executor`).
 
 `LambdaExecutor` invokes the executor function with `TenantId` (Lambda tenant isolation: one
-execution environment per session, or per principal for one-shot runs). `InProcessExecutor`
-calls the executor handler in this process (tests). The local stack injects its own adapter
-(warm worker processes per tenant) through `lambdas.api.container.override(executor=...)`.
+execution environment per session, or per principal for one-shot runs). The local stack injects
+its own adapter (warm worker processes per tenant) through
+`lambdas.api.container.override(executor=...)`, the tests theirs.
 
-An executor that crashes or reports a function error yields an `error` ExecutionResult with a
-clear message: the API then commits nothing. A throttled invoke raises `RateLimited` (429), so
+An executor that crashes or reports a function error yields an `ExecutorFailure` with a clear
+message: the API then commits nothing. A throttled invoke raises `RateLimited` (429), so
 a synchronous caller can simply retry.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
 
 from lambdas.api.errors import RateLimited
-from lambdas.shared.models import (
-    ExecutionError,
-    ExecutionResult,
-    ExecutionStatus,
-    ExecutorInvocation,
-    ExecutorResponse,
-)
-
-
-class ExecutorPort(Protocol):
-    def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse: ...
-
-
-EXECUTOR_FAILURE_NAME = "ExecutorError"
-
-
-def failed_response(invocation: ExecutorInvocation, message: str) -> ExecutorResponse:
-    """What the API reports when the executor did not return a result (nothing is committed)."""
-    return ExecutorResponse(
-        result=ExecutionResult(
-            execution_id=invocation.execution_id,
-            session_id=invocation.session_id,
-            status=ExecutionStatus.ERROR,
-            success=False,
-            execution_count=None,
-            error=ExecutionError(name=EXECUTOR_FAILURE_NAME, value=message),
-            stderr=message,
-        )
-    )
-
-
-def is_executor_failure(response: ExecutorResponse) -> bool:
-    """True for `failed_response` results (a user exception always carries an execution count)."""
-    result = response.result
-    return (
-        result.execution_count is None
-        and result.error is not None
-        and result.error.name == EXECUTOR_FAILURE_NAME
-    )
-
-
-def parse_response(invocation: ExecutorInvocation, payload: Any) -> ExecutorResponse:
-    try:
-        return ExecutorResponse.model_validate(payload)
-    except ValueError:
-        return failed_response(invocation, "the executor returned an unreadable response")
+from lambdas.shared.executor_responses import failed_response, parse_response
+from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
 
 
 class LambdaExecutor:
@@ -116,16 +71,3 @@ def _function_error_message(body: bytes) -> str:
     if error_type == "Sandbox.Timedout" or "Timeout" in error_type:
         return "the executor environment timed out and was reset"
     return f"the executor environment crashed ({error_type[:80]}) and was reset"
-
-
-class InProcessExecutor:
-    """Calls `lambdas.executor.handler.handler` directly (tests; no isolation)."""
-
-    def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse:
-        from lambdas.executor import handler as executor_handler  # type: ignore[attr-defined]
-
-        try:
-            payload = executor_handler.handler(invocation.model_dump(mode="json"), None)
-        except Exception as exc:
-            return failed_response(invocation, f"the executor failed ({type(exc).__name__})")
-        return parse_response(invocation, payload)

@@ -8,24 +8,15 @@ Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's moto server on 127.0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from lambdas.api.ports import ObjectInfo
 from lambdas.shared.models import PresignedPost
 
 _FILENAME_PLACEHOLDER = "${filename}"
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-class BlobStore:
+class S3BlobStore:
     def __init__(self, bucket: str, endpoint_url: str = "") -> None:
         import boto3  # lazy: keeps the handler module cheap to import
         from botocore.config import Config

@@ -8,24 +8,19 @@ import posixpath
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lambdas.api.errors import InvalidPath
+from lambdas.api.ports import Clock
 from lambdas.shared import limits
 from lambdas.shared.storage import EXECUTIONS_PREFIX, SESSIONS_PREFIX
 
 if TYPE_CHECKING:
-    from lambdas.api.adapters.background import BackgroundPort
-    from lambdas.api.adapters.dynamodb import DynamoTable
-    from lambdas.api.adapters.executor import ExecutorPort
-    from lambdas.api.adapters.s3 import BlobStore
+    from lambdas.api.ports import Background, BlobStore, Executor, Table
     from lambdas.api.service.packages import PackageCatalog
     from lambdas.api.settings import ApiSettings
-
-Clock = Callable[[], float]
 
 # DynamoDB items are capped at 400 KB: JSON documents above this go to S3 with a pointer.
 INLINE_JSON_MAX_BYTES = 350 * 1024
@@ -37,10 +32,10 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 @dataclass
 class Deps:
     settings: ApiSettings
-    table: DynamoTable
+    table: Table
     blobs: BlobStore
-    executor: ExecutorPort
-    background: BackgroundPort
+    executor: Executor
+    background: Background
     catalog: PackageCatalog
     clock: Clock = time.time
 

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
+from dataclasses import dataclass
 
-from lambdas.api.adapters.dynamodb import UsageDelta
+from cachetools import TTLCache
+
 from lambdas.api.errors import QuotaExceeded
 from lambdas.api.models import Quota, Usage
+from lambdas.api.ports import UsageDelta
 from lambdas.api.service.common import USAGE_RECORD_TTL_SECONDS, Deps, usage_period
 
 USAGE_CACHE_SECONDS = 10.0
+USAGE_CACHE_PRINCIPALS = 10_000  # principals whose counters one process keeps
 
 
 class UsageService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Usage]] = {}
+        # Entries expire USAGE_CACHE_SECONDS after they were read from the table; a run's
+        # increment changes the entry in place, so it does not extend its life.
+        self._cache: TTLCache[str, _CachedUsage] = TTLCache(
+            maxsize=USAGE_CACHE_PRINCIPALS, ttl=USAGE_CACHE_SECONDS
+        )
 
     def current(self, principal: str) -> Usage:
         period = usage_period(self._deps.now())
@@ -30,7 +37,7 @@ class UsageService:
             quota=Quota(executions=settings.QUOTA_EXECUTIONS, compute_ms=settings.QUOTA_COMPUTE_MS),
         )
         with self._lock:
-            self._cache[principal] = (time.monotonic(), usage)
+            self._cache[principal] = _CachedUsage(usage)
         return usage
 
     def check_quota(self, principal: str) -> None:
@@ -73,26 +80,23 @@ class UsageService:
         """Apply a run's increment to the cached counters of this process."""
         with self._lock:
             cached = self._cache.get(principal)
-            if cached and cached[1].period == usage_period(self._deps.now()):
-                fetched, usage = cached
-                self._cache[principal] = (
-                    fetched,
-                    usage.model_copy(
-                        update={
-                            "executions": usage.executions + 1,
-                            "compute_ms": usage.compute_ms + max(0, int(compute_ms)),
-                        }
-                    ),
+            if cached and cached.usage.period == usage_period(self._deps.now()):
+                usage = cached.usage
+                cached.usage = usage.model_copy(
+                    update={
+                        "executions": usage.executions + 1,
+                        "compute_ms": usage.compute_ms + max(0, int(compute_ms)),
+                    }
                 )
 
     def _cached(self, principal: str) -> Usage:
-        now = time.monotonic()
         with self._lock:
             cached = self._cache.get(principal)
-        if (
-            cached
-            and now - cached[0] < USAGE_CACHE_SECONDS
-            and cached[1].period == usage_period(self._deps.now())
-        ):
-            return cached[1]
+        if cached and cached.usage.period == usage_period(self._deps.now()):
+            return cached.usage
         return self.current(principal)
+
+
+@dataclass
+class _CachedUsage:
+    usage: Usage

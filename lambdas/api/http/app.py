@@ -1,0 +1,148 @@
+"""The HTTP entry: API Gateway REST proxy event -> checks -> Powertools' resolver -> response.
+
+`build_resolver` assembles one resolver from the routers of this package; `handle` answers one
+event with it. The local stack serves requests on several threads and passes its own `resolve`
+(a pool of resolvers, see `local/resolvers.py`): Powertools keeps the request being resolved in
+process-wide class attributes, which is right on Lambda only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from lambdas.api.errors import InternalError, Unauthorized
+from lambdas.api.http import account, errors, executions, files, sessions
+from lambdas.api.telemetry import flush_metrics, logger
+from lambdas.shared import routes
+
+Resolve = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+_openapi = Router()
+_FILE_PATH_PARAMETER = "file_path"  # the greedy parameter's name in the OpenAPI document
+
+
+@_openapi.get(
+    routes.OPENAPI.resolver_rule,
+    summary="OpenAPI 3.1 document of this API (no API key needed)",
+    responses={200: {"description": "OpenAPI 3.1 JSON"}},
+)
+def openapi() -> Response[Any]:
+    return Response(
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_document()
+    )
+
+
+def build_resolver(
+    resolver_class: type[APIGatewayRestResolver] = APIGatewayRestResolver,
+) -> APIGatewayRestResolver:
+    resolver = resolver_class(enable_validation=True)
+    for router in (
+        errors.router,
+        account.router,
+        _openapi,
+        sessions.router,
+        executions.router,
+        files.router,
+    ):
+        resolver.include_router(router)
+    return resolver
+
+
+_openapi_cache: dict[str, Any] = {}
+
+
+def openapi_document() -> dict[str, Any]:
+    if "doc" not in _openapi_cache:
+        schema = build_resolver().get_openapi_json_schema(
+            title="Lambda Code Interpreter API",
+            version="1.0.0",
+            description="Run untrusted Python with Jupyter semantics in isolated Lambda "
+            "environments (SPEC §3). Authenticate with the x-api-key header.",
+            openapi_version="3.1.0",
+        )
+        document = json.loads(schema)
+        document.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+        }
+        document["paths"] = {
+            _document_path(path): operations for path, operations in document["paths"].items()
+        }
+        for path, operations in document["paths"].items():
+            for operation in operations.values():
+                if path not in routes.PUBLIC_PATHS:
+                    operation["security"] = [{"apiKey": []}]
+                if _FILE_PATH_PARAMETER in path:
+                    operation.setdefault("parameters", []).append(
+                        {
+                            "name": _FILE_PATH_PARAMETER,
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "title": "File Path"},
+                        }
+                    )
+        _openapi_cache["doc"] = document
+    return _openapi_cache["doc"]
+
+
+def _document_path(resolver_path: str) -> str:
+    """The greedy route's regex (`.+`) as a named OpenAPI path parameter."""
+    if resolver_path.endswith("/.+"):
+        return resolver_path.removesuffix(".+") + "{" + _FILE_PATH_PARAMETER + "}"
+    return resolver_path
+
+
+def _is_public(event: dict[str, Any]) -> bool:
+    path = str(event.get("path") or "").rstrip("/")
+    return path.endswith(tuple(routes.PUBLIC_PATHS))
+
+
+def _event_principal(event: dict[str, Any]) -> str | None:
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    return identity.get("apiKeyId") or None
+
+
+def _as_json_request(event: dict[str, Any]) -> dict[str, Any]:
+    """Every body is JSON, whatever Content-Type the client sent (`curl -d` says form data):
+    the resolver would otherwise parse forms or reject other types."""
+    headers = event.get("headers") or {}
+    declared = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if not event.get("body") or str(declared).lower().startswith("application/json"):
+        return event
+    json_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    json_headers["Content-Type"] = content_types.APPLICATION_JSON
+    multi = {
+        k: v
+        for k, v in (event.get("multiValueHeaders") or {}).items()
+        if k.lower() != "content-type"
+    }
+    multi["Content-Type"] = [content_types.APPLICATION_JSON]
+    return {**event, "headers": json_headers, "multiValueHeaders": multi}
+
+
+_lambda_resolver: list[APIGatewayRestResolver] = []
+
+
+def _resolve_on_lambda(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if not _lambda_resolver:
+        _lambda_resolver.append(build_resolver())
+    return _lambda_resolver[0].resolve(event, context)
+
+
+def handle(event: dict[str, Any], context: Any, resolve: Resolve | None = None) -> dict[str, Any]:
+    try:
+        if not _is_public(event) and not _event_principal(event):
+            # Before routing and body validation: without a key, nothing else is disclosed.
+            return errors.raw_error(Unauthorized())
+        return (resolve or _resolve_on_lambda)(_as_json_request(event), context)
+    except Exception:
+        logger.exception("request could not be resolved")
+        return errors.raw_error(InternalError())
+    finally:
+        flush_metrics()

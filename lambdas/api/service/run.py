@@ -1,0 +1,295 @@
+"""The run: invoke the executor, then commit what it produced (session state, notebook cell,
+execution record) in one transaction and count its usage. Compute time is measured here, around
+the executor call, never taken from the executor's report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lambdas.api.errors import InvalidPath, RateLimited
+from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit
+from lambdas.api.service.common import (
+    Deps,
+    execution_files_prefix,
+    execution_prefix,
+    iso,
+    notebook_cell_key,
+    session_files_prefix,
+    state_key,
+    store_json,
+    validate_path,
+)
+from lambdas.api.service.records import ExecutionRecords, Job
+from lambdas.api.service.usage import UsageService
+from lambdas.shared import limits
+from lambdas.shared.executor_responses import ExecutorFailure, failed_response
+from lambdas.shared.models import (
+    ExecutionResult,
+    ExecutionStatus,
+    ExecutorInvocation,
+    ExecutorResponse,
+    FilesTransfer,
+    ResourceLimits,
+    SessionFileRef,
+    StateTransfer,
+    WheelhouseAccess,
+)
+
+logger = logging.getLogger(__name__)
+
+_CUT_SHORT = {ExecutionStatus.TIMEOUT, ExecutionStatus.MEMORY_EXCEEDED}
+_UPLOAD_EXPIRY_MARGIN_S = 120
+
+
+class RunService:
+    def __init__(self, deps: Deps, records: ExecutionRecords, usage: UsageService) -> None:
+        self._deps = deps
+        self._records = records
+        self._usage = usage
+        # Independent storage calls of one request run side by side (boto3 clients are
+        # thread-safe); this pool only ever waits on I/O.
+        self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lci-io")
+
+    def run_job(self, job: Job, *, raise_throttled: bool = False) -> ExecutionResult:
+        """Invoke the executor, commit, store the record and the notebook cell, count usage.
+
+        Whatever goes wrong ends as an `error` result in the record, except a throttled
+        executor when `raise_throttled` (a synchronous caller): then the run is undone without a
+        trace (lease, record, idempotency claim) and RateLimited propagates as a 429.
+        """
+        started = time.monotonic()
+        invocation: ExecutorInvocation | None = None
+        unsynced_files = 0
+        try:
+            invocation, unsynced_files = self._invocation(job)
+            response = self._deps.executor.invoke(invocation)
+        except RateLimited as throttled:
+            if raise_throttled:
+                self._records.abandon(job)
+                raise
+            response = failed_response(invocation or _minimal_invocation(job), throttled.message)
+        except Exception:
+            logger.exception("executor call failed for execution %s", job.execution_id)
+            response = failed_response(
+                invocation or _minimal_invocation(job), "the execution could not be started"
+            )
+        compute_ms = int((time.monotonic() - started) * 1000)
+        try:
+            return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
+        except Exception:
+            logger.exception("storing execution %s failed", job.execution_id)
+            result = failed_response(_minimal_invocation(job), "internal error").result
+            try:
+                self._records.release(job)
+                self._commit(job, result, compute_ms, count_usage=False)
+            except Exception:
+                logger.exception("recording the failure of execution %s failed", job.execution_id)
+            return result
+
+    def _complete(
+        self, job: Job, response: ExecutorResponse, compute_ms: int, *, unsynced_files: int = 0
+    ) -> ExecutionResult:
+        failed = isinstance(response, ExecutorFailure)
+        result = response.result.model_copy(
+            update={
+                "execution_id": job.execution_id,
+                "session_id": job.session_id,
+                "success": response.result.status == ExecutionStatus.OK,
+                "execution_count": None if failed else job.execution_count,
+            }
+        )
+        if result.status == ExecutionStatus.RUNNING:  # a finished run cannot be "running"
+            result.status, result.success = ExecutionStatus.ERROR, False
+        self._presign_output_files(job, result)
+        if unsynced_files:
+            max_files = limits.MAX_FILES_PER_SESSION
+            result.warnings.append(
+                f"session files not synced to this run: {unsynced_files} (a session holds at "
+                f"most {max_files} files; delete some to make room)"
+            )
+        if not job.session_id:
+            self._commit(job, result, compute_ms)
+            return result
+        uploaded = response.state.uploaded and not failed
+        # Conservative: a run that was cut short may have uploaded files it could not report.
+        may_have_written = bool(result.files) or failed or result.status in _CUT_SHORT
+        session = self._records.session_commit(
+            job,
+            execution_count=None if failed else job.execution_count,
+            state_version=job.state_version + 1 if uploaded else None,
+            variables=response.state.variables if uploaded else None,
+            has_files=True if may_have_written else None,
+        )
+        try:
+            self._commit(job, result, compute_ms, session=session, with_cell=not failed)
+        except ConditionFailed:
+            if may_have_written:
+                self._deps.table.mark_has_files(job.session_id)
+            result.warnings.append(
+                "the session's lease expired before this run finished; its state was not saved"
+            )
+            self._commit(job, result, compute_ms, count_usage=False)
+        return result
+
+    def _commit(
+        self,
+        job: Job,
+        result: ExecutionResult,
+        compute_ms: int,
+        *,
+        session: SessionCommit | None = None,
+        with_cell: bool = False,
+        count_usage: bool = True,
+    ) -> None:
+        """Write the finished run: record and, for a session, its commit and notebook cell in
+        one transaction; and count its usage (`count_usage=False` when a retry of this write
+        follows a first attempt that counted it already)."""
+        now = self._deps.now()
+        execution = self._records.execution_item(job, result.status)
+        execution.update(finished_at=iso(now), compute_ms=compute_ms)
+        store_json(
+            self._deps,
+            execution,
+            "result",
+            result.model_dump(mode="json"),
+            execution_prefix(job.execution_id) + "result.json",
+        )
+        cell = self._cell(job, result) if with_cell else None
+        # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
+        counted = (
+            self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
+        )
+        try:
+            self._deps.table.commit_run(
+                execution_id=job.execution_id, execution=execution, session=session, cell=cell
+            )
+        finally:
+            if counted is not None:
+                try:
+                    counted.result()
+                except Exception:  # the run's result matters more than its accounting
+                    logger.exception("counting usage of execution %s failed", job.execution_id)
+
+    def _presign_output_files(self, job: Job, result: ExecutionResult) -> None:
+        prefix = (
+            session_files_prefix(job.session_id)
+            if job.session_id
+            else execution_files_prefix(job.execution_id)
+        )
+        kept = []
+        for file in result.files:
+            try:
+                path = validate_path(file.path)
+            except InvalidPath:
+                result.warnings.append("an output file with an invalid path was ignored")
+                continue
+            file.path = path
+            file.download_url = self._deps.blobs.presigned_get(
+                prefix + path, limits.PRESIGNED_DOWNLOAD_EXPIRES_SECONDS
+            )
+            kept.append(file)
+        result.files = kept
+
+    def _cell(self, job: Job, result: ExecutionResult) -> CellWrite:
+        assert job.session_id and job.execution_count is not None
+        now = self._deps.now()
+        attributes: dict[str, Any] = {
+            "execution_id": job.execution_id,
+            "execution_count": job.execution_count,
+            "code": job.code,
+            "created_at": iso(now),
+            # Cells outlive the session item by a margin; they are deleted with the session.
+            "ttl": int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
+        }
+        store_json(
+            self._deps,
+            attributes,
+            "outputs",
+            result.outputs,
+            notebook_cell_key(job.session_id, job.execution_count),
+        )
+        return job.session_id, job.execution_count, attributes
+
+    def _invocation(self, job: Job) -> tuple[ExecutorInvocation, int]:
+        """The executor's invocation, and how many session files were left out of it (cap)."""
+        settings = self._deps.settings
+        blobs = self._deps.blobs
+        upload_expiry = job.timeout_ms // 1000 + _UPLOAD_EXPIRY_MARGIN_S
+        download_expiry = limits.PRESIGNED_DOWNLOAD_EXPIRES_SECONDS
+        state: StateTransfer | None = None
+        if job.session_id:
+            version = job.state_version
+            next_key = state_key(job.session_id, version + 1)
+            state = StateTransfer(
+                version=version,
+                download_url=(
+                    blobs.presigned_get(state_key(job.session_id, version), download_expiry)
+                    if version > 0
+                    else None
+                ),
+                upload=blobs.presigned_post(
+                    key_prefix=next_key,
+                    exact_key=next_key,
+                    max_bytes=limits.MAX_STATE_BYTES,
+                    expires_in=upload_expiry,
+                ),
+                upload_key=next_key,
+            )
+            prefix = session_files_prefix(job.session_id)
+            # A session that never received a file skips the listing (a round trip).
+            stored = blobs.list_objects(prefix) if job.has_files else []
+            # Runs may write past the cap; the files beyond it (in key order) are not synced.
+            max_files = limits.MAX_FILES_PER_SESSION
+            unsynced_files = max(0, len(stored) - max_files)
+            refs = [
+                SessionFileRef(
+                    path=obj.key[len(prefix) :],
+                    size=obj.size,
+                    etag=obj.etag,
+                    download_url=blobs.presigned_get(obj.key, download_expiry),
+                )
+                for obj in stored[:max_files]
+            ]
+        else:
+            prefix = execution_files_prefix(job.execution_id)
+            refs = []
+            unsynced_files = 0
+        transfer = FilesTransfer(
+            files=refs,
+            upload=blobs.presigned_post(
+                key_prefix=prefix,
+                max_bytes=limits.MAX_OUTPUT_FILE_BYTES,
+                expires_in=upload_expiry,
+            ),
+        )
+        invocation = ExecutorInvocation(
+            execution_id=job.execution_id,
+            tenant_id=job.session_id or job.principal,
+            session_id=job.session_id,
+            code=job.code,
+            timeout_ms=job.timeout_ms,
+            env=job.env,
+            execution_count=job.execution_count or 1,
+            limits=ResourceLimits(memory_mb=settings.EXECUTOR_MEMORY_LIMIT_MB),
+            packages=job.packages,
+            state=state,
+            files=transfer,
+            inline_files=job.inline_files,
+            wheelhouse=WheelhouseAccess(
+                index_url=settings.WHEELHOUSE_URL or None,
+                allow_pypi=settings.NETWORK_MODE == "internet",
+            ),
+        )
+        return invocation, unsynced_files
+
+
+def _minimal_invocation(job: Job) -> ExecutorInvocation:
+    return ExecutorInvocation(
+        execution_id=job.execution_id,
+        tenant_id=job.session_id or job.principal,
+        session_id=job.session_id,
+        code="",
+    )
