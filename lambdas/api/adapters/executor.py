@@ -13,6 +13,7 @@ a synchronous caller can simply retry.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Protocol
 
 from lambdas.api.errors import RateLimited
@@ -24,12 +25,15 @@ from lambdas.shared.models import (
     ExecutorResponse,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class ExecutorPort(Protocol):
     def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse: ...
 
 
 EXECUTOR_FAILURE_NAME = "ExecutorError"
+EXECUTOR_INVOKE_FAILED = "the executor could not be invoked"
 
 
 def failed_response(invocation: ExecutorInvocation, message: str) -> ExecutorResponse:
@@ -94,11 +98,11 @@ class LambdaExecutor:
             body = response["Payload"].read()
         except self._client.exceptions.TooManyRequestsException:
             raise RateLimited("the executor is at its concurrency limit; retry shortly") from None
-        except Exception as exc:
-            # The message names only the failure class: boto errors can carry ARNs.
-            return failed_response(
-                invocation, f"the executor could not be invoked ({type(exc).__name__})"
-            )
+        except Exception:
+            # Boto's error text can name the function's or the caller's ARN (an
+            # AccessDeniedException does): it goes to the log, the user gets a generic message.
+            logger.exception("the executor could not be invoked")
+            return failed_response(invocation, EXECUTOR_INVOKE_FAILED)
         if response.get("FunctionError"):
             return failed_response(invocation, _function_error_message(body))
         try:
