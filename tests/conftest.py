@@ -2,8 +2,10 @@
 
 - `moto_server`: one real moto server over HTTP on 127.0.0.1 for the whole session (presigned
   POST/GET transfers are real HTTP requests, as in production).
-- `unprivileged_user`: a system user for hostile-code tests (CI runs as root; rlimits such as
-  RLIMIT_NPROC and /proc protections only bite for a normal user).
+- `sandbox_user`: who hostile-code tests run code as: a dedicated system user when the tests
+  run as root (rlimits such as RLIMIT_NPROC and /proc protections only bite for a normal
+  user), else the current non-root user. `unprivileged_user`: the dedicated user only, for
+  tests that account for every process of its uid (skipped loudly when not root).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import stat
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -61,9 +64,14 @@ class UnprivilegedUser:
     name: str
     uid: int
     gid: int
+    # True: a system user only sandboxed code runs as (created by a root run). False: the
+    # non-root user running the tests, which shares its uid with the test runner.
+    dedicated: bool = True
 
     def command(self, *argv: str) -> list[str]:
         """argv run as this user with no supplementary groups."""
+        if not self.dedicated:
+            return list(argv)
         return [
             "setpriv",
             f"--reuid={self.uid}",
@@ -76,8 +84,16 @@ class UnprivilegedUser:
     def private_dir(self) -> str:
         """A fresh temp directory owned by this user (removed by the caller)."""
         path = tempfile.mkdtemp(prefix="lci-sec-", dir="/tmp")
-        os.chown(path, self.uid, self.gid)
+        if self.dedicated:
+            os.chown(path, self.uid, self.gid)
         return path
+
+
+def skip_loudly(reason: str) -> NoReturn:
+    """Skip with a warning as well as the skip reason, so a run that did not test a defence
+    says so in its warnings summary, not only in `-ra`."""
+    warnings.warn(pytest.PytestWarning(f"NOT TESTED: {reason}"), stacklevel=2)
+    pytest.skip(f"NOT TESTED: {reason}")
 
 
 def _grant_traverse(path: Path) -> None:
@@ -92,12 +108,10 @@ def _grant_traverse(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-@pytest.fixture(scope="session")
-def unprivileged_user() -> UnprivilegedUser:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to an unprivileged user")
+def _dedicated_user() -> UnprivilegedUser:
+    """The system user SANDBOX_USER (created when missing); only root can switch to it."""
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
+        skip_loudly("setpriv (util-linux) is not installed: cannot drop root for hostile code")
     try:
         entry = pwd.getpwnam(SANDBOX_USER)
     except KeyError:
@@ -116,5 +130,30 @@ def unprivileged_user() -> UnprivilegedUser:
         _grant_traverse(REPO_ROOT)
         result = subprocess.run(probe, env=env, capture_output=True, cwd="/")
         if result.returncode != 0:
-            pytest.skip(f"{SANDBOX_USER} cannot run the executor: {result.stderr[-300:]!r}")
+            skip_loudly(f"{SANDBOX_USER} cannot run the executor: {result.stderr[-300:]!r}")
     return user
+
+
+@pytest.fixture(scope="session")
+def unprivileged_user() -> UnprivilegedUser:
+    """A uid used by nothing but the sandboxed code: tests that count or kill every process
+    of the uid need it. Root creates it; a non-root run cannot, and skips them loudly."""
+    if os.geteuid() != 0:
+        skip_loudly(
+            "needs root to create and switch to a dedicated sandbox user (this test counts "
+            "every process of the sandbox uid, which a non-root run shares with pytest)"
+        )
+    return _dedicated_user()
+
+
+@pytest.fixture(scope="session")
+def sandbox_user() -> UnprivilegedUser:
+    """Who hostile code runs as: the dedicated user when the tests run as root (root would
+    make rlimits and /proc protections meaningless), else the current non-root user — the
+    defences tested with it (timeouts, rlimits, the non-dumpable parent, the scrubbed
+    environment) hold for any non-root uid."""
+    if os.geteuid() == 0:
+        return _dedicated_user()
+    return UnprivilegedUser(
+        pwd.getpwuid(os.getuid()).pw_name, os.getuid(), os.getgid(), dedicated=False
+    )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from lambdas.shared.executor_responses import failed_response, parse_response
@@ -41,3 +46,44 @@ class InProcessExecutor:
         except Exception as exc:
             return failed_response(invocation, f"the executor failed ({type(exc).__name__})")
         return parse_response(invocation, payload)
+
+
+def answered_within(
+    seconds: float, call: Callable[[], dict[str, Any]], engine: Any, session_id: str
+) -> dict[str, Any]:
+    """`call()` (an invocation of `engine` in `session_id`), failed by assertion when it has
+    not answered within `seconds`: a timeout that stopped firing costs seconds, not pytest's
+    global timeout. The session's worker tree is then killed, so the stuck invocation returns
+    and the module's later tests find a working engine."""
+    answer: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: answer.update(response=call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        worker = engine.worker_pids().get(session_id)  # lock-free: the stuck call holds it
+        for pid in [*_descendants(worker), worker] if worker else []:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        thread.join(30)
+        raise AssertionError(f"the executor did not answer within {seconds} s")
+    return answer["response"]
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -13,10 +13,16 @@ a synchronous caller can simply retry.
 from __future__ import annotations
 
 import json
+import logging
 
 from lambdas.api.errors import RateLimited
 from lambdas.shared.executor_responses import failed_response, parse_response
 from lambdas.shared.models import ExecutorInvocation, ExecutorResponse
+
+logger = logging.getLogger(__name__)
+
+# Boto's text of an invoke failure can name the role's ARN: users get this, the log the detail.
+EXECUTOR_INVOKE_FAILED = "the executor could not be invoked"
 
 
 class LambdaExecutor:
@@ -49,11 +55,11 @@ class LambdaExecutor:
             body = response["Payload"].read()
         except self._client.exceptions.TooManyRequestsException:
             raise RateLimited("the executor is at its concurrency limit; retry shortly") from None
-        except Exception as exc:
-            # The message names only the failure class: boto errors can carry ARNs.
-            return failed_response(
-                invocation, f"the executor could not be invoked ({type(exc).__name__})"
-            )
+        except Exception:
+            # Boto's error text can name the function's or the caller's ARN (an
+            # AccessDeniedException does): it goes to the log, the user gets a generic message.
+            logger.exception("the executor could not be invoked")
+            return failed_response(invocation, EXECUTOR_INVOKE_FAILED)
         if response.get("FunctionError"):
             return failed_response(invocation, _function_error_message(body))
         try:
