@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from lambdas.executor.engine import Engine
+from lambdas.executor.host.engine import Engine
 from lambdas.executor.settings import ExecutorSettings
 
 _engine: Engine | None = None

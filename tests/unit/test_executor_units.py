@@ -13,7 +13,9 @@ import threading
 
 import pytest
 
-from lambdas.executor import engine, heap, kernel, protocol, snapshot, workspace
+from lambdas.executor import protocol
+from lambdas.executor.host import engine
+from lambdas.executor.sandbox import heap, kernel, snapshot, workspace
 from lambdas.shared.models import ExecutorResponse, ResourceLimits
 from tests.conftest import REPO_ROOT
 
@@ -229,7 +231,7 @@ def test_an_oversized_result_is_trimmed_under_the_cap() -> None:
 def test_both_ways_of_listing_children_agree() -> None:
     import subprocess
 
-    from lambdas.executor import procs
+    from lambdas.executor.host import procs
 
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -258,7 +260,7 @@ def test_an_internal_failure_is_a_clean_error_result(tmp_path, monkeypatch) -> N
 
 IMMORTALIZE = """
 import gc, json, sys, weakref
-from lambdas.executor import heap
+from lambdas.executor.sandbox import heap
 
 class Value:
     pass

@@ -29,7 +29,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lambdas.executor import fontcache, heap, procs, protocol, workspace
+from lambdas.executor import protocol
+from lambdas.executor.host import procs
+from lambdas.executor.sandbox import fontcache, heap, workspace
 from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared.models import ExecutorInvocation, ResourceLimits
 
@@ -143,7 +145,7 @@ class _Zygote:
         parent_sock, child_sock = socket.socketpair()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "lambdas.executor.zygote", str(child_sock.fileno())],
+                [sys.executable, "-m", "lambdas.executor.sandbox.zygote", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=env,  # scrubbed: nothing secret may be in the memory workers inherit
                 stdin=subprocess.DEVNULL,

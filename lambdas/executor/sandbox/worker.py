@@ -17,7 +17,8 @@ import signal
 import socket
 from typing import Any
 
-from lambdas.executor import kernel, protocol, snapshot, transfer, workspace
+from lambdas.executor import protocol
+from lambdas.executor.sandbox import kernel, snapshot, transfer, workspace
 from lambdas.shared import limits
 
 # Variables kept from the zygote's (already scrubbed) environment; everything else goes.
@@ -94,7 +95,7 @@ def _reap_children() -> None:
 
 def _load_packages_module() -> Any:
     try:
-        from lambdas.executor import packages  # type: ignore[attr-defined]
+        from lambdas.executor.sandbox import packages
     except ImportError:
         return None
     return packages

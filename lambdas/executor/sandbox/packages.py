@@ -79,6 +79,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+import lambdas
+
 INDEX_FILENAME = "index.json"
 DOWNLOAD_TIMEOUT_SECONDS = 120
 INDEX_TIMEOUT_SECONDS = 10
@@ -471,7 +473,7 @@ def _library_prefixes(cache_dir: str | os.PathLike[str], search_path: list[str])
     import sysconfig
 
     # The executor's own code (lambdas/) probes optional modules too.
-    prefixes = {str(Path(cache_dir).resolve()), str(Path(_THIS_FILE).parents[1])}
+    prefixes = {str(Path(cache_dir).resolve()), str(Path(lambdas.__file__).resolve().parent)}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
