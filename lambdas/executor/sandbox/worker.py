@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambdas.executor import protocol
-from lambdas.executor.sandbox import kernel, snapshot, transfer, workspace
+from lambdas.executor.sandbox import kernel, packages, snapshot, transfer, workspace
 from lambdas.shared import limits
 
 # Variables kept from the zygote's (already scrubbed) environment; everything else goes.
@@ -95,14 +95,6 @@ def _reap_children() -> None:
             return
 
 
-def _load_packages_module() -> Any:
-    try:
-        from lambdas.executor.sandbox import packages
-    except ImportError:
-        return None
-    return packages
-
-
 class PackageError(Exception):
     """A requested package could not be installed (the message is meant for the user)."""
 
@@ -124,7 +116,6 @@ class Worker:
         self.uploaded_prints: dict[str, workspace.Fingerprint] = {}
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
-        self.packages = _load_packages_module()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -175,24 +166,23 @@ class Worker:
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
         apply_rlimits(spec)
-        if self.packages is not None:
-            wheelhouse = inv.get("wheelhouse") or {}
-            try:
-                self.packages.install_import_hook(
-                    wheelhouse_url=wheelhouse.get("index_url"),
-                    allow_pypi=bool(wheelhouse.get("allow_pypi")),
-                    cache_dir=self.package_cache,
-                    on_install=self.package_warnings.append,
-                )
-            except Exception as exc:
-                self.package_warnings.append(f"on-demand imports are unavailable: {exc}")
-            else:
-                self.shell.package_installer = functools.partial(
-                    self.packages.install_requirements,
-                    wheelhouse_url=wheelhouse.get("index_url"),
-                    allow_pypi=bool(wheelhouse.get("allow_pypi")),
-                    cache_dir=self.package_cache,
-                )
+        wheelhouse = inv.get("wheelhouse") or {}
+        try:
+            packages.install_import_hook(
+                wheelhouse_url=wheelhouse.get("index_url"),
+                allow_pypi=bool(wheelhouse.get("allow_pypi")),
+                cache_dir=self.package_cache,
+                on_install=self.package_warnings.append,
+            )
+        except Exception as exc:
+            self.package_warnings.append(f"on-demand imports are unavailable: {exc}")
+        else:
+            self.shell.package_installer = functools.partial(
+                packages.install_requirements,
+                wheelhouse_url=wheelhouse.get("index_url"),
+                allow_pypi=bool(wheelhouse.get("allow_pypi")),
+                cache_dir=self.package_cache,
+            )
         self.sandboxed = True
 
     # -- one invocation ------------------------------------------------------------------------
@@ -269,18 +259,16 @@ class Worker:
         for inline in inv.get("inline_files") or ():
             workspace.write_inline_file(self.workspace, inline["path"], inline["content_base64"])
         if inv.get("packages"):
-            if self.packages is None:
-                raise PackageError("on-demand packages are not available in this environment")
             wheelhouse = inv.get("wheelhouse") or {}
             try:
-                installed = self.packages.install_requirements(
+                installed = packages.install_requirements(
                     inv["packages"],
                     wheelhouse_url=wheelhouse.get("index_url"),
                     allow_pypi=bool(wheelhouse.get("allow_pypi")),
                     cache_dir=self.package_cache,
                 )
-            except self.packages.PackageInstallError as exc:
-                warnings.extend(getattr(exc, "warnings", None) or [])
+            except packages.PackageInstallError as exc:
+                warnings.extend(exc.warnings)
                 raise PackageError(str(exc)) from exc
             warnings.extend(installed or [])
             transferred = True

@@ -53,10 +53,14 @@ def _preload(ipython_dir: str) -> tuple[Any, list[str]]:
     # Everything a worker needs, imported now so forking costs nothing more.
     import urllib.request  # noqa: F401
 
-    from lambdas.executor.sandbox import kernel, snapshot, transfer, worker, workspace  # noqa: F401
-
-    with contextlib.suppress(ImportError):
-        from lambdas.executor.sandbox import packages  # noqa: F401
+    from lambdas.executor.sandbox import (  # noqa: F401
+        kernel,
+        packages,
+        snapshot,
+        transfer,
+        worker,
+        workspace,
+    )
 
     shell = kernel.build_shell(ipython_dir)
     _warm_up(shell)
