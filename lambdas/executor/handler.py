@@ -25,7 +25,7 @@ def _get_engine() -> Engine:
     if engine is None:
         with _engine_lock:
             if _engine is None:
-                settings = ExecutorSettings.from_env()
+                settings = ExecutorSettings()
                 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
                     # The runtime process is ours alone on Lambda.
                     settings = settings.model_copy(update={"LCI_OWN_PROCESS": True})

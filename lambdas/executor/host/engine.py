@@ -32,7 +32,7 @@ class Engine:
     """One execution environment's executor. Thread-safe: invocations are serialized."""
 
     def __init__(self, settings: ExecutorSettings | None = None) -> None:
-        self.settings = settings or ExecutorSettings.from_env()
+        self.settings = settings or ExecutorSettings()
         self._lock = threading.Lock()
         self._pool = WorkerPool(self.settings)
         procs.set_dumpable(False)  # children cannot read our environ or memory
