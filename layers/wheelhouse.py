@@ -2,7 +2,7 @@
 
     <out>/<arch>/manifest.json            what was built (see layers/build.py)
     <out>/<arch>/<layer>/python/...       one Lambda layer per directory
-    <out>/<arch>/wheelhouse/index.json    on-demand wheels + index (lambdas/executor/packages.py)
+    <out>/<arch>/wheelhouse/index.json    on-demand index (lambdas/executor/sandbox/packages/)
     <out>/<arch>/wheelhouse/<file>.whl
     <out>/<arch>/wheelhouse/simple/<name>/index.html   PEP 503 pages (pip --index-url works too)
 

@@ -1,9 +1,10 @@
 """Executor Lambda entry point: `handler(event, context)`.
 
 Thin by design: the event is an `ExecutorInvocation` dict, the answer an `ExecutorResponse`
-dict (see lambdas/shared/models.py); all the work is in `engine.Engine`. On Lambda the zygote
-starts during init (free-ish and outside the first request); elsewhere at first invocation or
-when `warm_up()` is called. `shutdown()` kills every child (tests, the local stack).
+dict (see lambdas/shared/models.py); all the work is in the `Engine` of host/engine.py. On
+Lambda the zygote starts during init (free-ish and outside the first request); elsewhere at
+first invocation or when `warm_up()` is called. `shutdown()` kills every child (tests, the
+local stack).
 """
 
 from __future__ import annotations
