@@ -349,8 +349,17 @@ def encode_frame(message: Any) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def send_frame(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
-    data = encode_frame(message)
+def encode_model(message: BaseModel) -> bytes:
+    """A model as a frame, serialized by pydantic-core (several times faster than json)."""
+    try:
+        body = message.model_dump_json().encode()
+    except ValueError:  # lone surrogates (user output): json escapes them
+        return encode_frame(message.model_dump())
+    return _HEADER.pack(len(body)) + body
+
+
+def send_frame(sock: socket.socket, message: BaseModel | Any, fds: list[int] | None = None) -> None:
+    data = encode_model(message) if isinstance(message, BaseModel) else encode_frame(message)
     if fds:
         socket.send_fds(sock, [data], fds)
     else:

@@ -113,7 +113,7 @@ class Engine:
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
         )
-        payload = protocol.encode_frame(request.model_dump())
+        payload = protocol.encode_model(request)
         outcome = exchange(worker, inv, payload, hard_deadline)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:

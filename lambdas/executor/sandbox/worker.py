@@ -127,7 +127,7 @@ class Worker:
             except (protocol.ProtocolError, OSError, ValidationError):
                 return
             reply = self.run(request)
-            protocol.send_frame(self.sock, reply.model_dump())
+            protocol.send_frame(self.sock, reply)
             if self.one_shot:
                 return
 
@@ -153,7 +153,7 @@ class Worker:
                 outputs=outputs,
                 warnings=capture.warnings,
             )
-            protocol.send_frame(self.sock, protocol.PartialFrame(cell=cell).model_dump())
+            protocol.send_frame(self.sock, protocol.PartialFrame(cell=cell))
         self.in_cell = False  # once is enough
 
     def _enter_sandbox(self, request: protocol.RunRequest) -> None:
@@ -208,14 +208,14 @@ class Worker:
                 protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
             )
         if transferred:
-            protocol.send_frame(self.sock, protocol.PhaseFrame().model_dump())
+            protocol.send_frame(self.sock, protocol.PhaseFrame())
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            protocol.send_frame(self.sock, protocol.SavingFrame(cell=cell).model_dump())
+            protocol.send_frame(self.sock, protocol.SavingFrame(cell=cell))
         state_report = self._save_state(inv, warnings)
         if not self.one_shot:
             state_report = state_report or protocol.StateReport()
