@@ -27,8 +27,8 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from lambdas.executor import snapshot
-from lambdas.executor.engine import Engine
+from lambdas.executor.host.engine import Engine
+from lambdas.executor.sandbox import snapshot
 from lambdas.executor.settings import ExecutorSettings
 
 TARGETS = {

@@ -38,7 +38,7 @@ args = json.loads(sys.argv[1])
 sys.path[:0] = args["path"]
 for name in args["preload"]:  # what the zygote imported before forking this worker
     __import__(name)
-from lambdas.executor import packages
+from lambdas.executor.sandbox import packages
 started = time.perf_counter()
 warnings = []
 packages.install_import_hook(wheelhouse_url=args["url"], cache_dir=args["cache"],

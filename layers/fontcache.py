@@ -17,7 +17,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from lambdas.executor.fontcache import SEED_DIRNAME
+from lambdas.executor.sandbox.fontcache import SEED_DIRNAME
 
 _BUILD_SCRIPT = """
 import json, os, sys

@@ -1,6 +1,6 @@
 """The on-demand wheelhouse: every whitelisted package's closure as wheels, plus indexes.
 
-index.json                   read by lambdas/executor/packages.py (closures recorded here,
+index.json                   read by lambdas/executor/sandbox/packages/ (closures recorded here,
                              so no resolver runs at run time; sha256 of every wheel)
 <file>.whl                   slim wheels with .pyc for distributions no layer holds; the
                              published wheel for layered ones (environments without layers)

@@ -296,7 +296,7 @@ def kill_process_tree(root_pid: int) -> int:
     The tree is frozen first (SIGSTOP, repeated until no new descendant appears: a stopped
     process can neither fork nor reap), then killed, so no child escapes by forking during the
     kill. Orphans stay in the tree because the environment worker and the executor's zygote are
-    child subreapers (local/environment_worker.py, lambdas/executor/procs.py).
+    child subreapers (local/environment_worker.py, lambdas/executor/host/procs.py).
     """
     frozen: list[int] = []
     for _ in range(_FREEZE_ROUNDS):

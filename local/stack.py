@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from lambdas.executor import procs
+from lambdas.executor.host import procs
 from lambdas.shared.routes import PUBLIC_PATHS
 from local.config import HOST, LocalSettings
 from local.events import (

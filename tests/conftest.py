@@ -123,7 +123,7 @@ def _dedicated_user() -> UnprivilegedUser:
         )  # fmt: skip
         entry = pwd.getpwnam(SANDBOX_USER)
     user = UnprivilegedUser(SANDBOX_USER, entry.pw_uid, entry.pw_gid)
-    probe = user.command(sys.executable, "-c", "import lambdas.executor.engine")
+    probe = user.command(sys.executable, "-c", "import lambdas.executor.host.engine")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT)}
     if subprocess.run(probe, env=env, capture_output=True, cwd="/").returncode != 0:
         _grant_traverse(Path(os.path.realpath(sys.executable)).parent)

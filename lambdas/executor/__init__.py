@@ -1,26 +1,36 @@
 """The executor: untrusted Python with Jupyter semantics inside one execution environment.
 
+The folders are the trust boundary: host/ is the trusted parent, sandbox/ runs as untrusted
+code's neighbour (the zygote and its workers); protocol.py is all they share.
+
 Processes (SPEC §1 invariant 4):
-    handler process (trusted, non-dumpable)  handler.py -> engine.Engine
-      └─ zygote (exec'd with a scrubbed env, non-dumpable, child subreaper)   zygote.py
+    handler process (trusted, non-dumpable)  handler.py -> host/engine.py Engine
+      └─ zygote (exec'd with a scrubbed env, non-dumpable, child subreaper)   sandbox/zygote.py
            numpy / pandas / matplotlib (inline backend) / IPython shell preloaded, gc frozen
-           ├─ session worker (one per session, lives while the environment is warm)  worker.py
+           ├─ session worker (one per session, lives while the environment is warm)
+           │                                                               sandbox/worker.py
            ├─ one-shot worker (discarded after its run)
            └─ spare worker (forked ahead of need, takes the next new session or one-shot run)
 
-Parent <-> zygote/worker messages are length-prefixed JSON (protocol.py); the parent never
-unpickles. The worker applies the rlimits, the scrubbed environment and the workspace before
-its first cell, runs cells through IPython (kernel.py), and does all S3 transfers itself
-through the presigned URLs of the invocation (transfer.py, stdlib urllib): state snapshots
-(snapshot.py, cloudpickle per variable, arrays out of band) and session files (workspace.py).
+The parent: host/zygote_client.py starts and talks to the zygote, host/pool.py keeps the
+workers (fork, spare, eviction, the stray-process kill after every run), host/channel.py runs
+one exchange with a worker, host/results.py shapes what happened into the response.
+
+Parent <-> zygote/worker messages are length-prefixed JSON (protocol.py, pydantic models for
+the worker's frames); the parent never unpickles. The worker applies the rlimits, the
+scrubbed environment and the workspace before its first cell, runs cells through IPython
+(sandbox/kernel.py), and does all S3 transfers itself through the presigned URLs of the
+invocation (sandbox/transfer.py, stdlib urllib): state snapshots (sandbox/snapshot.py,
+cloudpickle per variable, arrays out of band) and session files (sandbox/workspace.py).
 Why the worker and not the parent does the HTTP: state blobs then never exist in the trusted
 process (invariant 3 holds by construction, no 1 GB copies through the parent), the parent
 needs no network, and the presigned URLs only allow this session's keys anyway.
 
 After every run the parent kills whatever user code left behind: orphans re-parent to the
 zygote (subreaper), so `/proc/<pid>/task/*/children` of the zygote and the live workers finds
-them without scanning /proc (procs.py). On timeout the worker gets 0.2 s to send the output it
-has so far (SIGUSR1), then its whole tree is SIGSTOPped and SIGKILLed until nothing is left.
+them without scanning /proc (host/procs.py). On timeout the worker gets 0.2 s to send the
+output it has so far (SIGUSR1), then its whole tree is SIGSTOPped and SIGKILLed until nothing
+is left.
 
 `python -m lambdas.executor.serve` runs one environment behind JSON lines (tests, tools).
 Environment: LCI_TMP_ROOT (default /tmp), LCI_MAX_WORKERS, LCI_PREFORK_WORKER (settings.py).

@@ -1,9 +1,10 @@
 """Executor Lambda entry point: `handler(event, context)`.
 
 Thin by design: the event is an `ExecutorInvocation` dict, the answer an `ExecutorResponse`
-dict (see lambdas/shared/models.py); all the work is in `engine.Engine`. On Lambda the zygote
-starts during init (free-ish and outside the first request); elsewhere at first invocation or
-when `warm_up()` is called. `shutdown()` kills every child (tests, the local stack).
+dict (see lambdas/shared/models.py); all the work is in the `Engine` of host/engine.py. On
+Lambda the zygote starts during init (free-ish and outside the first request); elsewhere at
+first invocation or when `warm_up()` is called. `shutdown()` kills every child (tests, the
+local stack).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import threading
 from typing import Any
 
-from lambdas.executor.engine import Engine
+from lambdas.executor.host.engine import Engine
 from lambdas.executor.settings import ExecutorSettings
 
 _engine: Engine | None = None
@@ -25,7 +26,7 @@ def _get_engine() -> Engine:
     if engine is None:
         with _engine_lock:
             if _engine is None:
-                settings = ExecutorSettings.from_env()
+                settings = ExecutorSettings()
                 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
                     # The runtime process is ours alone on Lambda.
                     settings = settings.model_copy(update={"LCI_OWN_PROCESS": True})

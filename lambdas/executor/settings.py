@@ -1,14 +1,17 @@
-"""The executor's environment, as one pydantic model (read once per engine)."""
+"""The executor's environment, as one pydantic-settings model (read once per engine)."""
 
 from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ExecutorSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class ExecutorSettings(BaseSettings):
+    """Read from the process environment; keyword arguments override it (tests)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
 
     # Scratch root: workspaces, matplotlib/IPython config, package cache. /tmp on Lambda.
     LCI_TMP_ROOT: str = "/tmp"
@@ -21,10 +24,6 @@ class ExecutorSettings(BaseModel):
     # a child subreaper, so processes orphaned by a killed zygote still get cleaned up.
     LCI_OWN_PROCESS: bool = False
     LCI_ZYGOTE_START_TIMEOUT_S: float = Field(default=120.0, gt=0)
-
-    @classmethod
-    def from_env(cls) -> ExecutorSettings:
-        return cls.model_validate(dict(os.environ))
 
     @property
     def root(self) -> str:

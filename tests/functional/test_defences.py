@@ -283,7 +283,7 @@ def test_an_executor_invoke_refused_by_iam_reaches_no_one_with_its_arn(
 # --- 4. output straight to fds 1/2 --------------------------------------------------------------
 
 # Written with os.write, past print() and IPython: only the trusted parent's per-fd cap
-# (lambdas/executor/engine.py reads the worker's fds) stands between this and its memory.
+# (lambdas/executor/host/channel.py reads the worker's fds) stands between this and its memory.
 FD_FLOOD = (
     "import os\n"
     "chunk = b'F' * (1 << 20)\n"

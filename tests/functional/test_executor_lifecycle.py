@@ -62,7 +62,7 @@ def _reaped(pid: int, timeout_s: float = 5.0) -> bool:
 
 
 def test_least_recently_used_worker_is_evicted_and_reaped_at_the_cap(tmp_path) -> None:
-    from lambdas.executor.engine import Engine
+    from lambdas.executor.host.engine import Engine
     from lambdas.executor.settings import ExecutorSettings
     from tests.functional.executor_helpers import checked, invocation
 
@@ -85,8 +85,8 @@ def test_a_new_environment_starts_from_the_seeded_font_cache(tmp_path) -> None:
     # An empty /tmp would make matplotlib scan and parse every font while preloading.
     from pathlib import Path
 
-    from lambdas.executor import fontcache
-    from lambdas.executor.engine import Engine
+    from lambdas.executor.host.engine import Engine
+    from lambdas.executor.sandbox import fontcache
     from lambdas.executor.settings import ExecutorSettings
     from layers.fontcache import write_seed
     from tests.functional.executor_helpers import checked, invocation

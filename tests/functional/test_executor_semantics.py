@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lambdas.executor import handler
-from lambdas.executor.engine import Engine
+from lambdas.executor.host.engine import Engine
 from lambdas.executor.settings import ExecutorSettings
 from tests.functional.executor_helpers import answered_within, checked, invocation
 

@@ -1,5 +1,5 @@
 """On-demand install: a real wheelhouse (built by `layers.build --profile ci`) served by a moto S3
-server over HTTP; worker-like subprocesses install from it with `lambdas.executor.packages`.
+server over HTTP; worker-like subprocesses install from it with `lambdas.executor.sandbox.packages`.
 
 beautifulsoup4 is the on-demand package of the ci profile (closure: soupsieve, typing-extensions).
 It is not in the dev virtualenv, so an import that works proves the install happened.
@@ -29,7 +29,7 @@ BUCKET = "lci-wheelhouse-test"
 
 WORKER = r"""
 import json, sys
-from lambdas.executor import packages
+from lambdas.executor.sandbox import packages
 
 args = json.loads(sys.argv[1])
 warnings, results = [], []
@@ -199,7 +199,7 @@ def test_index_url_with_a_query_string_is_accepted(s3_wheelhouse_url, tmp_path):
 
 
 def test_without_a_wheelhouse_the_error_says_so(tmp_path):
-    from lambdas.executor.packages import PackageInstallError, install_requirements
+    from lambdas.executor.sandbox.packages import PackageInstallError, install_requirements
 
     with pytest.raises(PackageInstallError, match="no wheelhouse is configured"):
         install_requirements(["beautifulsoup4"], wheelhouse_url=None, cache_dir=tmp_path)
@@ -222,7 +222,7 @@ def test_a_session_imports_a_real_wheel_from_the_s3_wheelhouse_on_demand(
 ):
     """The whole path a user meets: no `packages` field, `import bs4` in a session of the real
     executor, the wheel comes from the wheelhouse on moto S3, the result says so."""
-    from lambdas.executor.engine import Engine
+    from lambdas.executor.host.engine import Engine
     from lambdas.executor.settings import ExecutorSettings
     from tests.functional.executor_helpers import checked, invocation
 

@@ -13,8 +13,10 @@ import threading
 
 import pytest
 
-from lambdas.executor import engine, heap, kernel, protocol, snapshot, workspace
-from lambdas.shared.models import ExecutorResponse, ResourceLimits
+from lambdas.executor import protocol
+from lambdas.executor.host import channel, engine, results
+from lambdas.executor.sandbox import heap, kernel, snapshot, workspace
+from lambdas.shared.models import ExecutorResponse
 from tests.conftest import REPO_ROOT
 
 
@@ -171,24 +173,36 @@ def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
         "error": {"name": 5, "traceback": "nope"},
         "warnings": ["w", 3],
     }
-    cell = engine._clean_cell(hostile, ResourceLimits(stream_bytes=10))
+    frame = protocol.parse_worker_frame({"kind": "saving", "cell": hostile}, stream_cap=10)
+    assert isinstance(frame, protocol.SavingFrame)
+    cell = frame.cell.model_dump()
     assert cell["status"] == "error"
     assert cell["stdout"] == "x" * 10 and cell["stdout_truncated"] is True
     assert cell["result"] is None and len(cell["outputs"]) == 1
     assert cell["error"] == {"name": "5", "value": "", "traceback": []}
     assert cell["warnings"] == ["w"]
-    files = engine._clean_files(
-        [{"path": "../../etc/passwd", "size": 1}, {"path": "ok.txt", "size": 2}]
+    final = protocol.parse_worker_frame(
+        {
+            "kind": "result",
+            "files": [{"path": "../../etc/passwd", "size": 1}, {"path": "ok.txt", "size": 2}],
+            "state": {"size": -1, "variables": ["junk", {"name": "x", "type": "int"}]},
+            "restored": [],
+        }
     )
-    assert [item["path"] for item in files] == ["ok.txt"]
+    assert isinstance(final, protocol.ResultFrame)
+    assert [item.path for item in final.files] == ["ok.txt"]
+    assert final.state.size == 0 and [v.name for v in final.state.variables] == ["x"]
+    assert final.restored is False
+    assert protocol.parse_worker_frame(["not", "a", "frame"]) is None
+    assert protocol.parse_worker_frame({"kind": "unknown"}) is None
 
 
 def test_fd_output_merges_after_the_captured_stream_within_the_cap() -> None:
     result = {"stdout": "abc", "stdout_truncated": False, "outputs": [
         {"output_type": "stream", "name": "stdout", "text": "abc"}]}  # fmt: skip
-    buffer = engine._CappedBuffer(cap=100)
+    buffer = channel.CappedBuffer(cap=100)
     buffer.add(b"defgh")
-    engine._merge_fd_output(result, "stdout", buffer, cap=6)
+    results.merge_fd_output(result, "stdout", buffer, cap=6)
     assert result["stdout"] == "abcdef" and result["stdout_truncated"] is True
     assert result["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "abcdef"}]
 
@@ -201,7 +215,7 @@ def test_an_invalid_invocation_answer_is_a_valid_response() -> None:
 
 
 def test_capped_buffer_keeps_only_the_cap() -> None:
-    buffer = engine._CappedBuffer(cap=4)
+    buffer = channel.CappedBuffer(cap=4)
     buffer.add(b"ab")
     buffer.add(os.urandom(10))
     assert len(buffer.data) == 4 and buffer.truncated
@@ -220,16 +234,16 @@ def test_an_oversized_result_is_trimmed_under_the_cap() -> None:
         "outputs": [image, small, {"output_type": "stream", "name": "stdout", "text": text}],
         "warnings": [],
     }
-    engine._fit_result(result, cap=8000)
-    assert engine._json_size(result) <= 8000
-    assert image["data"] == engine._DROPPED_OUTPUT and small["data"] == {"text/plain": "keep"}
+    results.fit_result(result, cap=8000)
+    assert results.json_size(result) <= 8000
+    assert image["data"] == results.DROPPED_OUTPUT and small["data"] == {"text/plain": "keep"}
     assert result["stdout_truncated"] is True and result["warnings"]
 
 
 def test_both_ways_of_listing_children_agree() -> None:
     import subprocess
 
-    from lambdas.executor import procs
+    from lambdas.executor.host import procs
 
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -258,7 +272,7 @@ def test_an_internal_failure_is_a_clean_error_result(tmp_path, monkeypatch) -> N
 
 IMMORTALIZE = """
 import gc, json, sys, weakref
-from lambdas.executor import heap
+from lambdas.executor.sandbox import heap
 
 class Value:
     pass

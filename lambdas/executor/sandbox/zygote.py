@@ -19,7 +19,9 @@ import sys
 import time
 from typing import Any
 
-from lambdas.executor import heap, procs, protocol
+from lambdas.executor import protocol
+from lambdas.executor.host import procs
+from lambdas.executor.sandbox import heap
 
 PRELOADED_MODULES = ("numpy", "pandas", "matplotlib", "cloudpickle", "IPython")
 FORK_FDS = 4  # a fork request carries: worker socket, stdout pipe, stderr pipe, output mirror
@@ -51,10 +53,14 @@ def _preload(ipython_dir: str) -> tuple[Any, list[str]]:
     # Everything a worker needs, imported now so forking costs nothing more.
     import urllib.request  # noqa: F401
 
-    from lambdas.executor import kernel, snapshot, transfer, worker, workspace  # noqa: F401
-
-    with contextlib.suppress(ImportError):
-        from lambdas.executor import packages  # noqa: F401
+    from lambdas.executor.sandbox import (  # noqa: F401
+        kernel,
+        packages,
+        snapshot,
+        transfer,
+        worker,
+        workspace,
+    )
 
     shell = kernel.build_shell(ipython_dir)
     _warm_up(shell)
@@ -64,7 +70,7 @@ def _preload(ipython_dir: str) -> tuple[Any, list[str]]:
 def _warm_up(shell: Any) -> None:
     """Throwaway cells (an expression, a figure, a traceback) so first-use costs are paid
     before forking. `store_history=False` and no result: nothing lands in the user namespace."""
-    from lambdas.executor import kernel
+    from lambdas.executor.sandbox import kernel
 
     kernel.SINK.capture = kernel.CellCapture(1 << 20, 1 << 24)
     for code in (
@@ -108,7 +114,7 @@ def _start_worker(zygote_sock: socket.socket, fds: list[int], request: dict[str,
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # user code waits for its own children
         gc.enable()
-        from lambdas.executor import worker
+        from lambdas.executor.sandbox import worker
 
         worker.serve(socket.socket(fileno=worker_fd), shell, bool(request.get("warm")), mirror)
     except BaseException:

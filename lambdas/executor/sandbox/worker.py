@@ -17,7 +17,10 @@ import signal
 import socket
 from typing import Any
 
-from lambdas.executor import kernel, protocol, snapshot, transfer, workspace
+from pydantic import ValidationError
+
+from lambdas.executor import protocol
+from lambdas.executor.sandbox import kernel, packages, snapshot, transfer, workspace
 from lambdas.shared import limits
 
 # Variables kept from the zygote's (already scrubbed) environment; everything else goes.
@@ -92,14 +95,6 @@ def _reap_children() -> None:
             return
 
 
-def _load_packages_module() -> Any:
-    try:
-        from lambdas.executor import packages  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return packages
-
-
 class PackageError(Exception):
     """A requested package could not be installed (the message is meant for the user)."""
 
@@ -121,19 +116,17 @@ class Worker:
         self.uploaded_prints: dict[str, workspace.Fingerprint] = {}
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
-        self.packages = _load_packages_module()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def serve(self) -> None:
         while True:
             try:
-                message = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
-            except (protocol.ProtocolError, OSError):
+                frame = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
+                request = protocol.RunRequest.model_validate(frame)
+            except (protocol.ProtocolError, OSError, ValidationError):
                 return
-            if message.get("op") != "run":
-                return
-            reply = self.run(message)
+            reply = self.run(request)
             protocol.send_frame(self.sock, reply)
             if self.one_shot:
                 return
@@ -150,60 +143,57 @@ class Worker:
             else output
             for output in capture.outputs
         ]
-        cell = {
-            "status": "timeout",
-            "stdout": capture.stream_text("stdout"),
-            "stderr": capture.stream_text("stderr"),
-            "stdout_truncated": capture.truncated["stdout"],
-            "stderr_truncated": capture.truncated["stderr"],
-            "result": None,
-            "outputs": outputs,
-            "error": None,
-            "warnings": capture.warnings,
-        }
         with contextlib.suppress(Exception):
-            protocol.send_frame(self.sock, {"kind": "partial", "cell": cell})
+            cell = protocol.Cell(
+                status=protocol.CellStatus.TIMEOUT,
+                stdout=capture.stream_text("stdout"),
+                stderr=capture.stream_text("stderr"),
+                stdout_truncated=capture.truncated["stdout"],
+                stderr_truncated=capture.truncated["stderr"],
+                outputs=outputs,
+                warnings=capture.warnings,
+            )
+            protocol.send_frame(self.sock, protocol.PartialFrame(cell=cell))
         self.in_cell = False  # once is enough
 
-    def _enter_sandbox(self, message: dict[str, Any]) -> None:
-        self.workspace = message["workspace"]
-        self.package_cache = message["package_cache"]
+    def _enter_sandbox(self, request: protocol.RunRequest) -> None:
+        self.workspace = request.workspace
+        self.package_cache = request.package_cache
         os.makedirs(self.workspace, mode=0o700, exist_ok=True)
         os.chdir(self.workspace)
         scrub_environment(self.workspace)
-        inv = message["inv"]
+        inv = request.inv
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
         apply_rlimits(spec)
-        if self.packages is not None:
-            wheelhouse = inv.get("wheelhouse") or {}
-            try:
-                self.packages.install_import_hook(
-                    wheelhouse_url=wheelhouse.get("index_url"),
-                    allow_pypi=bool(wheelhouse.get("allow_pypi")),
-                    cache_dir=self.package_cache,
-                    on_install=self.package_warnings.append,
-                )
-            except Exception as exc:
-                self.package_warnings.append(f"on-demand imports are unavailable: {exc}")
-            else:
-                self.shell.package_installer = functools.partial(
-                    self.packages.install_requirements,
-                    wheelhouse_url=wheelhouse.get("index_url"),
-                    allow_pypi=bool(wheelhouse.get("allow_pypi")),
-                    cache_dir=self.package_cache,
-                )
+        wheelhouse = inv.get("wheelhouse") or {}
+        try:
+            packages.install_import_hook(
+                wheelhouse_url=wheelhouse.get("index_url"),
+                allow_pypi=bool(wheelhouse.get("allow_pypi")),
+                cache_dir=self.package_cache,
+                on_install=self.package_warnings.append,
+            )
+        except Exception as exc:
+            self.package_warnings.append(f"on-demand imports are unavailable: {exc}")
+        else:
+            self.shell.package_installer = functools.partial(
+                packages.install_requirements,
+                wheelhouse_url=wheelhouse.get("index_url"),
+                allow_pypi=bool(wheelhouse.get("allow_pypi")),
+                cache_dir=self.package_cache,
+            )
         self.sandboxed = True
 
     # -- one invocation ------------------------------------------------------------------------
 
-    def run(self, message: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: protocol.RunRequest) -> protocol.ResultFrame:
         if self.mirror is not None:
             self.mirror.reset()  # the parent must never read an earlier run's output
-        inv = message["inv"]
+        inv = request.inv
         if not self.sandboxed:
-            self.one_shot = bool(message.get("one_shot"))
-            self._enter_sandbox(message)
+            self.one_shot = request.one_shot
+            self._enter_sandbox(request)
         _reap_children()
         warnings: list[str] = []
         restored = False
@@ -211,44 +201,46 @@ class Worker:
         try:
             restored, transferred = self._prepare(inv, warnings)
         except PackageError as exc:
-            return self._final(_failed_cell("PackageInstallError", str(exc)), None, [], warnings)
+            cell = protocol.Cell.failed("PackageInstallError", str(exc))
+            return self._final(cell, None, [], warnings)
         except (transfer.TransferError, workspace.UnsafePathError, ValueError, OSError) as exc:
-            return self._final(_failed_cell("PreparationFailed", str(exc)), None, [], warnings)
+            return self._final(
+                protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
+            )
         if transferred:
-            protocol.send_frame(self.sock, {"kind": "phase", "phase": "run"})
+            protocol.send_frame(self.sock, protocol.PhaseFrame())
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            protocol.send_frame(self.sock, {"kind": "saving", "cell": cell})
-        state_report = self._save_state(inv, cell, warnings)
+            protocol.send_frame(self.sock, protocol.SavingFrame(cell=cell))
+        state_report = self._save_state(inv, warnings)
         if not self.one_shot:
-            state_report = state_report or {"uploaded": False, "size": 0, "dropped": []}
-            state_report["variables"] = self._variables()
+            state_report = state_report or protocol.StateReport()
+            state_report.variables = self._variables()
         output_files = self._collect_files(inv, warnings)
         return self._final(cell, state_report, output_files, warnings, restored, wants_save)
 
     def _final(
         self,
-        cell: dict[str, Any],
-        state_report: dict[str, Any] | None,
-        files: list[dict[str, Any]],
+        cell: protocol.Cell,
+        state_report: protocol.StateReport | None,
+        files: list[protocol.ReportedFile],
         warnings: list[str],
         restored: bool = False,
         cell_sent: bool = False,
-    ) -> dict[str, Any]:
-        cell["warnings"] = cell.get("warnings", []) + warnings + self.package_warnings
+    ) -> protocol.ResultFrame:
+        cell.warnings = cell.warnings + warnings + self.package_warnings
         self.package_warnings = []
-        return {
-            "kind": "result",
-            "cell": None if cell_sent else cell,
-            "late_warnings": cell["warnings"] if cell_sent else [],
-            "files": files,
-            "state": state_report or {"uploaded": False, "size": 0, "dropped": []},
-            "restored": restored,
-        }
+        return protocol.ResultFrame(
+            cell=None if cell_sent else cell,
+            late_warnings=cell.warnings if cell_sent else [],
+            files=files,
+            state=state_report or protocol.StateReport(),
+            restored=restored,
+        )
 
     def _prepare(self, inv: dict[str, Any], warnings: list[str]) -> tuple[bool, bool]:
         restored = transferred = False
@@ -267,18 +259,16 @@ class Worker:
         for inline in inv.get("inline_files") or ():
             workspace.write_inline_file(self.workspace, inline["path"], inline["content_base64"])
         if inv.get("packages"):
-            if self.packages is None:
-                raise PackageError("on-demand packages are not available in this environment")
             wheelhouse = inv.get("wheelhouse") or {}
             try:
-                installed = self.packages.install_requirements(
+                installed = packages.install_requirements(
                     inv["packages"],
                     wheelhouse_url=wheelhouse.get("index_url"),
                     allow_pypi=bool(wheelhouse.get("allow_pypi")),
                     cache_dir=self.package_cache,
                 )
-            except self.packages.PackageInstallError as exc:
-                warnings.extend(getattr(exc, "warnings", None) or [])
+            except packages.PackageInstallError as exc:
+                warnings.extend(exc.warnings)
                 raise PackageError(str(exc)) from exc
             warnings.extend(installed or [])
             transferred = True
@@ -323,7 +313,7 @@ class Worker:
                 os.unlink(os.path.join(self.workspace, relative))
         return downloaded
 
-    def _run_cell(self, inv: dict[str, Any]) -> dict[str, Any]:
+    def _run_cell(self, inv: dict[str, Any]) -> protocol.Cell:
         spec = inv["limits"]
         capture = kernel.CellCapture(spec["stream_bytes"], spec["result_bytes"])
         capture.mirror = self.mirror
@@ -349,52 +339,50 @@ class Worker:
                 else:
                     os.environ[name] = value
             kernel.SINK.capture = kernel.CellCapture(0, 0)
-        status = "ok"
+        status = protocol.CellStatus.OK
         error = capture.error
         if capture.memory_error and error is not None:
-            status = "memory_exceeded"
+            status = protocol.CellStatus.MEMORY_EXCEEDED
             detail = f": {error['value']}" if error["value"] else ""
             error["value"] = (
                 f"the cell exceeded the memory limit ({self.memory_mb} MB address space){detail}"
             )
         elif error is not None:
-            status = "error"
-        return {
-            "status": status,
-            "stdout": capture.stream_text("stdout"),
-            "stderr": capture.stream_text("stderr"),
-            "stdout_truncated": capture.truncated["stdout"],
-            "stderr_truncated": capture.truncated["stderr"],
-            "result": capture.result,
-            "outputs": capture.finished_outputs(),
-            "error": error,
-            "warnings": capture.warnings,
-        }
+            status = protocol.CellStatus.ERROR
+        return protocol.Cell(
+            status=status,
+            stdout=capture.stream_text("stdout"),
+            stderr=capture.stream_text("stderr"),
+            stdout_truncated=capture.truncated["stdout"],
+            stderr_truncated=capture.truncated["stderr"],
+            result=capture.result,
+            outputs=capture.finished_outputs(),
+            error=protocol.CellError(**error) if error is not None else None,
+            warnings=capture.warnings,
+        )
 
-    def _variables(self) -> list[dict[str, str]]:
+    def _variables(self) -> list[protocol.Variable]:
         hidden = self.shell.user_ns_hidden
-        found: list[dict[str, str]] = []
+        found: list[protocol.Variable] = []
         for name, value in self.shell.user_ns.items():
             if len(found) >= MAX_REPORTED_VARIABLES:
                 break
             if snapshot.is_snapshot_name(name, hidden, value):
-                found.append({"name": name, "type": type(value).__name__})
+                found.append(protocol.Variable(name=name, type=type(value).__name__))
         return found
 
-    def _save_state(
-        self, inv: dict[str, Any], cell: dict[str, Any], warnings: list[str]
-    ) -> dict[str, Any] | None:
+    def _save_state(self, inv: dict[str, Any], warnings: list[str]) -> protocol.StateReport | None:
         state = inv.get("state")
         if not state or not state.get("upload") or not state.get("upload_key"):
             return None
-        report: dict[str, Any] = {"uploaded": False, "size": 0, "dropped": []}
+        report = protocol.StateReport()
         try:
             dumped = snapshot.dump_namespace(self.shell.user_ns, self.shell.user_ns_hidden)
         except MemoryError:
             warnings.append("session state was not saved: not enough memory to snapshot it")
             self.held_version = None
             return report
-        report["dropped"] = dumped.dropped
+        report.dropped = dumped.dropped
         if dumped.dropped:
             warnings.append(
                 "not saved in the session state (cannot be pickled): " + ", ".join(dumped.dropped)
@@ -413,20 +401,22 @@ class Worker:
             warnings.append(f"session state was not saved: {exc}")
             self.held_version = None
             return report
-        report["uploaded"] = True
-        report["size"] = dumped.size
+        report.uploaded = True
+        report.size = dumped.size
         # The API commits this upload as version + 1; a mismatch next time means it did not.
         self.held_version = state["version"] + 1
         return report
 
-    def _collect_files(self, inv: dict[str, Any], warnings: list[str]) -> list[dict[str, Any]]:
+    def _collect_files(
+        self, inv: dict[str, Any], warnings: list[str]
+    ) -> list[protocol.ReportedFile]:
         after = workspace.scan(self.workspace)
         changed = workspace.changed_files(self.before_files, after)
         if not changed:
             return []
         spec = inv["limits"]
         post = (inv.get("files") or {}).get("upload")
-        reported: list[dict[str, Any]] = []
+        reported: list[protocol.ReportedFile] = []
         for relative in changed:
             size = after[relative][1]
             if len(reported) >= spec["output_files"]:
@@ -458,21 +448,11 @@ class Worker:
                     os.close(fd)
                 self.uploaded_prints[relative] = after[relative]
             reported.append(
-                {
-                    "path": relative,
-                    "size": size,
-                    "content_type": workspace.content_type(relative),
-                    "download_url": None,
-                }
+                protocol.ReportedFile(
+                    path=relative, size=size, content_type=workspace.content_type(relative)
+                )
             )
         return reported
-
-
-def _failed_cell(name: str, message: str) -> dict[str, Any]:
-    cell = protocol.empty_cell()
-    cell["error"] = {"name": name, "value": message, "traceback": []}
-    cell["outputs"] = [{"output_type": "error", "ename": name, "evalue": message, "traceback": []}]
-    return cell
 
 
 def serve(

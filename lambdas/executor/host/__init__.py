@@ -1,0 +1,2 @@
+"""The trusted parent of an execution environment: zygote client, worker pool, the channel to
+a worker, result shaping, process-tree control. Nothing here runs user code or unpickles."""

@@ -1,0 +1,128 @@
+"""The trusted side of the executor, as one `Engine` per execution environment.
+
+It validates the invocation, hands it to the session's worker (pool.py forks one from the
+zygote when needed), runs the exchange over the worker's channel (channel.py: wall clock,
+capped fd output, partial output on timeout), turns whatever happened into an
+`ExecutorResponse` dict (results.py) and has the pool kill anything user code left behind.
+It never unpickles and never holds state bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from lambdas.executor import protocol
+from lambdas.executor.host import procs, results
+from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange
+from lambdas.executor.host.pool import WorkerPool
+from lambdas.executor.host.zygote_client import EnvironmentStartError
+from lambdas.executor.settings import ExecutorSettings
+from lambdas.shared.models import ExecutorInvocation
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    """One execution environment's executor. Thread-safe: invocations are serialized."""
+
+    def __init__(self, settings: ExecutorSettings | None = None) -> None:
+        self.settings = settings or ExecutorSettings()
+        self._lock = threading.Lock()
+        self._pool = WorkerPool(self.settings)
+        procs.set_dumpable(False)  # children cannot read our environ or memory
+        if self.settings.LCI_OWN_PROCESS:
+            procs.set_child_subreaper()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def warm_up(self) -> bool:
+        """Start the zygote now; True if this call started it."""
+        with self._lock:
+            return self._ensure_zygote()
+
+    def _ensure_zygote(self) -> bool:
+        return self._pool.ensure_zygote()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._pool.shutdown()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        zygote = self._pool.zygote
+        return zygote.pid if zygote is not None else None
+
+    def worker_pids(self) -> dict[str, int]:
+        """Live session workers by session id (diagnostics and tests)."""
+        return {session_id: worker.pid for session_id, worker in self._pool.workers.items()}
+
+    def environment_pids(self) -> list[int]:
+        """Every process this environment legitimately keeps: zygote, workers, spare."""
+        with self._lock:
+            return self._pool.environment_pids()
+
+    # -- invocation ----------------------------------------------------------------------------
+
+    def invoke(self, event: Any, budget_ms: int | None = None) -> dict[str, Any]:
+        """Run one invocation. `budget_ms` caps the whole call (on Lambda: the time left before
+        the function itself would be killed), so a late cell still gets a `timeout` result."""
+        started = time.perf_counter()
+        hard_deadline = (
+            time.monotonic() + budget_ms / 1000 if budget_ms is not None else float("inf")
+        )
+        try:
+            inv = ExecutorInvocation.model_validate(event)
+        except ValidationError as exc:
+            return results.invalid_invocation(event, exc, started)
+        with self._lock:
+            try:
+                return self._invoke_locked(inv, started, hard_deadline)
+            except EnvironmentStartError as exc:
+                return self._failure(inv, "EnvironmentStartFailed", str(exc), started)
+            except Exception:
+                # A bug or a broken environment: answer cleanly, start from scratch next time.
+                logger.exception("executor invocation failed")
+                self._pool.reset_after_failure()
+                return self._failure(
+                    inv, "ExecutorError", "the execution environment failed; retry", started
+                )
+
+    @staticmethod
+    def _failure(
+        inv: ExecutorInvocation, name: str, message: str, started: float
+    ) -> dict[str, Any]:
+        return results.failure_response(inv.execution_id, inv.session_id, name, message, started)
+
+    def _worker_for(self, session_id: str | None) -> WorkerHandle:
+        return self._pool.worker_for(session_id)
+
+    def _invoke_locked(
+        self, inv: ExecutorInvocation, started: float, hard_deadline: float
+    ) -> dict[str, Any]:
+        cold_start = self._ensure_zygote()
+        worker = self._worker_for(inv.session_id)
+        request = protocol.RunRequest(
+            one_shot=inv.session_id is None,
+            inv=inv.model_dump(mode="json"),
+            workspace=worker.workspace,
+            package_cache=os.path.join(self.settings.root, "packages"),
+        )
+        payload = protocol.encode_model(request)
+        outcome = exchange(worker, inv, payload, hard_deadline)
+        response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
+        if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:
+            crashed = outcome.kind == OutcomeKind.CRASHED
+            status = self._pool.release(worker, want_status=crashed)
+            if crashed:
+                results.explain_crash(response, status, inv.limits.memory_mb)
+        self._pool.clean_up_after_run()
+        response["result"]["duration_ms"] = int((time.perf_counter() - started) * 1000)
+        self._pool.evict_over_capacity()
+        self._pool.request_spare()  # forks while the caller handles the response
+        return response

@@ -1,0 +1,276 @@
+"""Whatever happened to a run, as an `ExecutorResponse` dict (lambdas/shared/models.py).
+
+The worker's cell arrives validated and stream-capped (protocol.py); here it meets what the
+parent saw itself: the output the worker wrote straight to its fds, a timeout, a death (with
+what the output mirror kept), and the result-size cap. It never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from lambdas.executor import protocol
+from lambdas.executor.host.channel import CappedBuffer, Outcome, OutcomeKind
+from lambdas.shared.models import ExecutorInvocation
+
+NEAR_MEMORY_LIMIT_FRACTION = 0.75  # a crash with this much resident counts as out of memory
+DROPPED_OUTPUT = {"text/plain": "<output dropped: the result size limit was reached>"}
+WORKER_CRASHED = "WorkerCrashed"
+
+
+def respond(
+    inv: ExecutorInvocation,
+    mirror_fd: int,
+    outcome: Outcome,
+    started: float,
+    cold_start: bool,
+) -> dict[str, Any]:
+    spec = inv.limits
+    final = outcome.final
+    cell = (final.cell if final is not None else None) or outcome.cell
+    warnings: list[str] = []
+    state_report = protocol.StateReport()
+    files: list[protocol.ReportedFile] = []
+    restored = False
+    if outcome.kind == OutcomeKind.RESULT and final is not None:
+        state_report = final.state
+        files = final.files
+        restored = final.restored
+        warnings.extend(final.late_warnings)
+    if cell is None and outcome.partial is not None:
+        cell = outcome.partial
+        outcome.partial = None
+        partial = True
+    elif cell is None and outcome.kind in (OutcomeKind.CRASHED, OutcomeKind.TIMEOUT):
+        # Died (or stuck in C code) before answering: what it printed is in the mirror.
+        cell = mirrored_cell(mirror_fd, spec.stream_bytes)
+        partial = cell is not None
+    else:
+        partial = False
+    result = (cell or protocol.Cell()).model_dump()
+    if outcome.kind == OutcomeKind.TIMEOUT:
+        if cell is None or partial:
+            _fail(
+                result,
+                "timeout",
+                protocol.CellError(
+                    name="TimeoutError",
+                    value=f"execution exceeded the time limit of {inv.timeout_ms} ms",
+                ),
+            )
+        else:
+            warnings.append("the session state and files were not saved: saving timed out")
+        warnings.append(
+            "the session worker was stopped; its variables come back from the "
+            "last saved state on the next execution"
+        )
+    elif outcome.kind in (OutcomeKind.CRASHED, OutcomeKind.INVALID):
+        if cell is None or partial:
+            detail = outcome.detail or "it exited unexpectedly"
+            _fail(result, "error", protocol.CellError(name=WORKER_CRASHED, value=detail))
+        else:
+            warnings.append("the session state and files were not saved: the worker died")
+    merge_fd_output(result, "stdout", outcome.out, spec.stream_bytes)
+    merge_fd_output(result, "stderr", outcome.err, spec.stream_bytes)
+    result["warnings"] = result["warnings"] + warnings
+    if outcome.frame_bytes > spec.result_bytes // 2:
+        fit_result(result, spec.result_bytes)
+    status = result["status"]
+    result.update(
+        {
+            "execution_id": inv.execution_id,
+            "session_id": inv.session_id,
+            "success": status == "ok",
+            "execution_count": inv.execution_count if inv.session_id is not None else None,
+            "files": [item.model_dump() for item in files],
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+        }
+    )
+    return {
+        "result": result,
+        "state": state_report.model_dump(),
+        "cold_start": cold_start,
+        "worker_restored": restored,
+    }
+
+
+def _fail(result: dict[str, Any], status: str, error: protocol.CellError) -> None:
+    result["status"] = status
+    result["error"] = error.model_dump()
+    result["outputs"].append(protocol.error_output(error))
+
+
+def mirrored_cell(mirror_fd: int, stream_cap: int) -> protocol.Cell | None:
+    """The streams a dead worker printed before dying, as a cell (None if it printed nothing),
+    capped like anything else the worker produced."""
+    if mirror_fd < 0:
+        return None
+    printed = protocol.OutputMirror.read(mirror_fd)
+    if not printed:
+        return None
+    cell = protocol.Cell().model_dump()
+    for name, text in printed:
+        append_stream(cell, name, text)
+    return protocol.Cell.model_validate(cell, context={protocol.STREAM_CAP: stream_cap})
+
+
+def merge_fd_output(
+    result: dict[str, Any], name: str, buffer: CappedBuffer | None, cap: int
+) -> None:
+    """Append what the worker wrote straight to its fd (C code, subprocesses) to the stream."""
+    if buffer is None or (not buffer.data and not buffer.truncated):
+        return
+    text = buffer.text()
+    room = cap - len(result[name].encode("utf-8", "surrogatepass"))
+    if len(text) > room:
+        text = text[: max(room, 0)]
+        result[f"{name}_truncated"] = True
+    if buffer.truncated:
+        result[f"{name}_truncated"] = True
+    if text:
+        append_stream(result, name, text)
+
+
+def append_stream(cell: dict[str, Any], name: str, text: str) -> None:
+    """Add stream text to a cell: to its stream and to its last output if that is the same
+    stream (as Jupyter merges consecutive writes), else as a new stream output."""
+    cell[name] += text
+    outputs = cell["outputs"]
+    last = outputs[-1] if outputs else None
+    if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
+        last["text"] = str(last.get("text", "")) + text
+    else:
+        outputs.append({"output_type": "stream", "name": name, "text": text})
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def fit_result(result: dict[str, Any], cap: int) -> None:
+    """Trim a result over the size cap (the sync payload limit): drop the largest rich outputs
+    first, then shorten the streams. Says so in `warnings`."""
+    size = json_size(result)
+    if size <= cap:
+        return
+    result["warnings"].append("outputs were trimmed: the result size limit was reached")
+    bundles = [output for output in result["outputs"] if isinstance(output.get("data"), dict)]
+    bundles.sort(key=lambda output: json_size(output["data"]), reverse=True)
+    for output in bundles:
+        saved = json_size(output["data"]) - json_size(DROPPED_OUTPUT)
+        if saved < 1024:  # small outputs cost little: the streams go first
+            break
+        output["data"] = dict(DROPPED_OUTPUT)
+        size -= saved
+        if size <= cap:
+            break
+    if result["result"] is not None and json_size(result["result"]) > 1024:
+        size -= json_size(result["result"])
+        result["result"] = dict(DROPPED_OUTPUT)
+    while size > cap:
+        excess = size - cap
+        for name in ("stdout", "stderr"):
+            text = result[name]
+            if text:
+                keep = max(len(text) - excess, len(text) // 4, 0) if len(text) > 64 else 0
+                result[name] = text[:keep]
+                result[f"{name}_truncated"] = True
+        streams = [o for o in result["outputs"] if o.get("output_type") == "stream"]
+        for output in streams:
+            text = str(output.get("text", ""))
+            output["text"] = text[: len(text) // 4]
+        new_size = json_size(result)
+        if new_size >= size:  # nothing left to trim
+            break
+        size = new_size
+
+
+def _describe_exit(status: list[Any] | None) -> str:
+    if not status:
+        return "it exited unexpectedly"
+    kind, code = status[0], status[1]
+    if kind == "signal":
+        try:
+            name = signal.Signals(code).name
+        except ValueError:
+            name = str(code)
+        return f"it was killed by signal {name}"
+    return f"it exited with code {code}"
+
+
+def explain_crash(response: dict[str, Any], status: list[Any] | None, memory_mb: int) -> None:
+    """Say how the worker died (`status` as the zygote reaped it: how, code, peak resident
+    KiB); a death with the resident set near the address-space limit (C code that aborts or
+    crashes when an allocation fails) counts as `memory_exceeded`."""
+    result = response["result"]
+    error = result.get("error")
+    if error is None or error.get("name") != WORKER_CRASHED:
+        return
+    peak_kb = status[2] if status and len(status) > 2 and isinstance(status[2], int) else 0
+    near_limit = peak_kb * 1024 >= NEAR_MEMORY_LIMIT_FRACTION * memory_mb * 1024 * 1024
+    if near_limit and status and status[:2] != ["exit", 0]:
+        result["status"] = "memory_exceeded"
+        error["name"] = "MemoryError"
+        error["value"] = (
+            f"the session worker died near its memory limit ({memory_mb} MB address space, "
+            f"{peak_kb // 1024} MB resident at the peak): {_describe_exit(status)}"
+        )
+    else:
+        error["value"] = (
+            f"the session worker died: {_describe_exit(status)}; the environment keeps serving "
+            "and the session's variables come back from the last saved state on the next "
+            "execution"
+        )
+    for output in result["outputs"]:
+        if output.get("output_type") == "error" and output.get("ename") == WORKER_CRASHED:
+            output["ename"] = error["name"]
+            output["evalue"] = error["value"]
+
+
+def failure_response(
+    execution_id: str, session_id: str | None, name: str, message: str, started: float
+) -> dict[str, Any]:
+    """A response for a run that never reached a worker: one error, nothing saved."""
+    result = protocol.Cell.failed(name, message).model_dump()
+    result.update(
+        {
+            "execution_id": execution_id,
+            "session_id": session_id,
+            "success": False,
+            "execution_count": None,
+            "files": [],
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+        }
+    )
+    return {
+        "result": result,
+        "state": protocol.StateReport().model_dump(),
+        "cold_start": False,
+        "worker_restored": False,
+    }
+
+
+def invalid_invocation(event: Any, exc: ValidationError, started: float) -> dict[str, Any]:
+    execution_id = "unknown"
+    session_id = None
+    if isinstance(event, dict):
+        if isinstance(event.get("execution_id"), str):
+            execution_id = event["execution_id"]
+        if isinstance(event.get("session_id"), str):
+            session_id = event["session_id"]
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'payload'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)[:10]
+    )
+    return failure_response(
+        execution_id,
+        session_id,
+        "InvalidInvocation",
+        f"invalid executor invocation: {problems}",
+        started,
+    )
