@@ -119,16 +119,16 @@ def test_failed_run_exits_1_with_traceback_and_json_mode_prints_the_document(mon
     assert json.loads(capsys.readouterr().out)["error"]["name"] == "ZeroDivisionError"
 
 
-def test_api_errors_become_a_clear_message_and_exit_1(monkeypatch, capsys):
+def test_api_errors_become_a_clear_message_and_exit_3(monkeypatch, capsys):
     api = Api({})
     _patch_cli(monkeypatch, api)
-    assert cli.main(["session", "show", "nope"]) == 1
+    assert cli.main(["session", "show", "nope"]) == cli.EXIT_API_ERROR == 3
     assert "NOT_FOUND: no" in capsys.readouterr().err
     forbidden = Api(
         {("GET", "/v1/usage"): lambda r: httpx.Response(403, json={"message": "Forbidden"})}
     )
     _patch_cli(monkeypatch, forbidden)
-    assert cli.main(["usage", "--json"]) == 1
+    assert cli.main(["usage", "--json"]) == cli.EXIT_API_ERROR
     assert json.loads(capsys.readouterr().out)["error"] == {
         "code": "FORBIDDEN",
         "message": "Forbidden",
