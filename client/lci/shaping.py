@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -380,20 +381,25 @@ def bound_image(raw: bytes, mime: str, limits: ShapingLimits) -> tuple[ShapedIma
     if max(width, height) <= limits.max_image_edge_px and len(raw) <= limits.max_image_bytes:
         return ShapedImage(raw, mime, 0, 0, width, height), ""
     edge = min(max(width, height), limits.max_image_edge_px)
-    while edge >= _MIN_IMAGE_EDGE_PX:
+    while True:
         smaller = picture.copy()
         smaller.thumbnail((edge, edge))
         if smaller.mode not in ("RGB", "RGBA", "L", "LA", "P"):
             smaller = smaller.convert("RGBA")
         buffer = io.BytesIO()
         smaller.save(buffer, format="PNG", optimize=True)
-        if buffer.tell() <= limits.max_image_bytes:
+        size = buffer.tell()
+        if size <= limits.max_image_bytes:
             note = f"downscaled from {width}x{height}" if smaller.size != (width, height) else ""
             shaped = ShapedImage(
                 buffer.getvalue(), "image/png", 0, 0, smaller.width, smaller.height, note
             )
             return shaped, ""
-        edge //= 2
+        if edge <= _MIN_IMAGE_EDGE_PX:
+            break
+        # Bytes grow with the area: shrink the edge by the square root of the excess, a bit more.
+        scale = 0.9 * math.sqrt(limits.max_image_bytes / size)
+        edge = max(min(int(edge * scale), edge - 1), _MIN_IMAGE_EDGE_PX)
     return None, (
         f"{width}x{height}, still over {limits.max_image_bytes:,} bytes at {_MIN_IMAGE_EDGE_PX} px"
     )
