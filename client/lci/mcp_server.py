@@ -88,7 +88,7 @@ class FileTools:
         remote = validate_remote_path(remote_path)
         name = Path(remote).name
         target = self.root.resolve(local_path or name)
-        if target.is_dir():
+        if (local_path or "").endswith(("/", os.sep)) or target.is_dir():
             target = self.root.resolve(target / name)
         if target.exists() and not overwrite:
             raise FileExistsError(
@@ -139,7 +139,8 @@ def build_server(
 ) -> Any:
     session = session or DefaultSession(client)
     files = FileTools(client, session, root)
-    server = MCPServer(SERVER_NAME)
+    # WARNING: the library's and httpx's per-request INFO lines would flood the client's log.
+    server = MCPServer(SERVER_NAME, log_level="WARNING")
 
     @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
     async def execute_python(
@@ -207,6 +208,7 @@ def serve(client: Client, root: LocalRoot, limits: ShapingLimits | None = None) 
     package_logger = logging.getLogger("lci")
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False  # the root handler MCPServer installs would repeat it
     session = DefaultSession(client)
 
     def stop(signum: int, frame: object) -> None:

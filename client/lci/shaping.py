@@ -97,7 +97,10 @@ class ShapedOutput:
         ]
         lines += [f"[{note}]" for note in self.image_notes]
         if self.images and not images_attached:
-            lines.append("[images cannot be shown in a text result; save them from the code]")
+            lines.append(
+                "[images are not included in a text result: to share one, save it to a file "
+                "(e.g. fig.savefig('plot.png')) and give its download link]"
+            )
         if lines:
             parts.append("\n".join(lines))
         return "\n\n".join(parts) or "(no output)"
