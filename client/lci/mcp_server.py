@@ -21,11 +21,12 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from anyio.to_thread import run_sync
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
+from pydantic import Field
 
 from lci.client import Client
 from lci.default_session import DefaultSession
@@ -35,6 +36,7 @@ from lci.shaping import ShapedOutput, ShapingLimits, tool_error
 from lci.tools import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
+    TOOL_PARAMETERS,
     ToolArgumentError,
     api_error,
     parse_execute_arguments,
@@ -43,6 +45,24 @@ from lci.tools import (
 
 SERVER_NAME = "lambda-code-interpreter"
 logger = logging.getLogger(__name__)
+
+# Argument descriptions the model reads in each tool's input schema.
+_EXECUTE = TOOL_PARAMETERS["properties"]
+Code = Annotated[str, Field(description=_EXECUTE["code"]["description"])]
+Packages = Annotated[list[str] | None, Field(description=_EXECUTE["packages"]["description"])]
+TimeoutSeconds = Annotated[
+    float | None, Field(description=_EXECUTE["timeout_seconds"]["description"])
+]
+SessionId = Annotated[
+    str | None,
+    Field(description="A session id from the API; by default this connection's own session."),
+]
+RemotePath = Annotated[
+    str, Field(description="A path relative to the session's working directory, e.g. 'out/a.csv'.")
+]
+LocalPath = Annotated[
+    str, Field(description="A local path; relative paths start at the root folder.")
+]
 
 
 def _result(shaped: ShapedOutput) -> CallToolResult:
@@ -144,10 +164,10 @@ def build_server(
 
     @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
     async def execute_python(
-        code: str,
-        session_id: str | None = None,
-        packages: list[str] | None = None,
-        timeout_seconds: float | None = None,
+        code: Code,
+        session_id: SessionId = None,
+        packages: Packages = None,
+        timeout_seconds: TimeoutSeconds = None,
     ) -> CallToolResult:
         def run() -> CallToolResult:
             arguments = {"code": code, "packages": packages, "timeout_seconds": timeout_seconds}
@@ -169,7 +189,11 @@ def build_server(
         ),
     )
     async def upload_file(
-        local_path: str, remote_path: str | None = None, session_id: str | None = None
+        local_path: LocalPath,
+        remote_path: Annotated[
+            str | None, Field(description="Where to put it (default: the file's name).")
+        ] = None,
+        session_id: SessionId = None,
     ) -> CallToolResult:
         return await _off_loop(
             lambda: _guarded(lambda: files.upload(local_path, remote_path, session_id))
@@ -184,17 +208,22 @@ def build_server(
         ),
     )
     async def download_file(
-        remote_path: str,
-        local_path: str | None = None,
-        session_id: str | None = None,
-        overwrite: bool = False,
+        remote_path: RemotePath,
+        local_path: Annotated[
+            str | None,
+            Field(description="A file or folder under the root (default: the file's name)."),
+        ] = None,
+        session_id: SessionId = None,
+        overwrite: Annotated[
+            bool, Field(description="Replace an existing local file (default: refuse).")
+        ] = False,
     ) -> CallToolResult:
         return await _off_loop(
             lambda: _guarded(lambda: files.download(remote_path, local_path, session_id, overwrite))
         )
 
     @server.tool(name="list_files", description="List the files in the session's workspace.")
-    async def list_files(session_id: str | None = None) -> CallToolResult:
+    async def list_files(session_id: SessionId = None) -> CallToolResult:
         return await _off_loop(lambda: _guarded(lambda: files.listing(session_id)))
 
     return server
