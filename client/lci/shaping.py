@@ -163,21 +163,28 @@ def shape_result(
             tail.append(
                 f"note: the server kept only part of {name}: it was over the server's size limit"
             )
-    files = _files_text(result)
+    files = _files_text(result, with_links=True)
+    if len(files) > limits.max_output_chars // 4:  # presigned links are long
+        files = _files_text(result, with_links=False)
     if files:
         tail.append(files)
     if result.warnings:
         tail.append("warnings:\n" + "\n".join(f"- {w}" for w in result.warnings))
+    shaped = ShapedOutput(is_error=False)
+    shaped.images, shaped.image_notes = _images(result.outputs, limits)
+    # What is not budgeted (titles, notes, files, the image lines) comes off the budget first.
     overhead = sum(len(part) + 2 for part in fixed + tail)
     overhead += sum(len(title) + 3 for title, _, _ in budgeted)
+    overhead += (
+        len(shaped.text(images_attached=False)) if shaped.images or shaped.image_notes else 0
+    )
     budget = max(limits.max_output_chars - overhead, limits.max_output_chars // 2)
     shares = _fair_shares([len(text) for _, text, _ in budgeted], budget)
-    sections = list(fixed)
+    shaped.sections = list(fixed)
     for (title, text, label), share in zip(budgeted, shares, strict=True):
-        sections.append(f"{title}\n{keep_head_and_tail(text, share, label, where)}")
-    sections += tail
-    images, image_notes = _images(result.outputs, limits)
-    return ShapedOutput(sections=sections, images=images, image_notes=image_notes)
+        shaped.sections.append(f"{title}\n{keep_head_and_tail(text, share, label, where)}")
+    shaped.sections += tail
+    return shaped
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -302,12 +309,13 @@ def _is_frame(entry: str, name: str) -> bool:
     return not (stripped == name or stripped.startswith(f"{name}:"))
 
 
-def _files_text(result: ExecutionResult) -> str:
+def _files_text(result: ExecutionResult, *, with_links: bool) -> str:
     if not result.files:
         return ""
-    lines = ["files written (download them with the file tools or these links):"]
+    how = "the file tools or these links" if with_links else "the file tools"
+    lines = [f"files written (download them with {how}):"]
     for file in result.files[:_MAX_LISTED_FILES]:
-        link = f" {file.download_url}" if file.download_url else ""
+        link = f" {file.download_url}" if file.download_url and with_links else ""
         lines.append(f"- {file.path} ({file.size:,} bytes){link}")
     if len(result.files) > _MAX_LISTED_FILES:
         lines.append(f"- and {len(result.files) - _MAX_LISTED_FILES} more")

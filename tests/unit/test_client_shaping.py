@@ -147,3 +147,22 @@ def test_files_are_listed_with_their_links_and_an_empty_run_says_so():
     files = [{"path": "out.csv", "size": 12, "download_url": "http://s3/out.csv"}]
     assert "- out.csv (12 bytes) http://s3/out.csv" in _shape(files=files).for_openai()
     assert _shape().for_openai() == "(no output)"
+
+
+def test_everything_at_once_stays_within_the_budget_and_long_links_are_dropped():
+    files = [
+        {"path": f"out/{i}.csv", "size": 1, "download_url": "http://s3/" + "q" * 900}
+        for i in range(40)
+    ]
+    outputs = [image_output(png_bytes(10, 10)) for _ in range(12)]
+    shaped = _shape(
+        ShapingLimits(max_output_chars=5000),
+        stdout="o\n" * 100_000,
+        stderr="e\n" * 100_000,
+        files=files,
+        outputs=outputs,
+        warnings=["w"],
+    )
+    for text in (shaped.for_openai(), shaped.for_mcp()[0]["text"]):
+        assert len(text) <= 5000
+        assert "- out/0.csv (1 bytes)" in text and "qqqq" not in text and "and 30 more" in text
