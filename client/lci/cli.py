@@ -250,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"lci: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C / Ctrl-D at a `configure` prompt
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         if args.command == "mcp":
             return _serve_mcp(client, args)
