@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -114,6 +115,38 @@ def test_polling_handle_gives_up_after_the_window() -> None:
     calls: list[float] = []
     handle = _PollingHandle(lambda: None, sleep=calls.append)
     assert handle.wait(0.0) is None
+    assert calls == []
+
+
+def test_polling_handle_backs_off_to_once_a_second() -> None:
+    from lambdas.api.adapters.background import _PollingHandle
+
+    answers = iter([None] * 12 + ["done"])
+    sleeps: list[float] = []
+    handle = _PollingHandle(lambda: next(answers), sleep=sleeps.append)  # type: ignore[arg-type,return-value]
+    assert handle.wait(3600) == "done"
+    assert sleeps == pytest.approx([min(0.02 * 1.6**i, 1.0) for i in range(12)])
+
+
+def test_polling_handle_polls_last_at_the_deadline() -> None:
+    from lambdas.api.adapters.background import _PollingHandle
+
+    polls: list[float] = []
+    sleeps: list[float] = []
+
+    def poll() -> None:
+        polls.append(time.monotonic())
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
+    started = time.monotonic()
+    assert _PollingHandle(poll, sleep=sleep).wait(0.3) is None
+    # Full steps would sleep 0.02 + 0.032 + 0.0512 + 0.08192 + 0.131 = 0.316 s: the last sleep
+    # is cut short, and the last poll comes at the deadline, not a backoff step after it.
+    assert sum(sleeps) <= 0.3 + 1e-9 and len(polls) == len(sleeps) + 1
+    assert polls[-1] - started >= 0.3
 
 
 def test_thread_background_wait_returns_the_result_or_none() -> None:
