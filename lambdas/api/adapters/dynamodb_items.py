@@ -1,8 +1,8 @@
 """The API table's item layout (single-table design): keys, attributes, and the mapping of items
 to the entities of `lambdas/api/domain.py` and back. `dynamodb.py` does the reads and writes.
 
-Key design (pk / sk are strings; `ttl` is epoch seconds, DynamoDB deletes expired items up to two
-days late, so every read also checks the item's own expiry):
+Key design (pk / sk are strings; `ttl` is epoch seconds: DynamoDB deletes expired items up to two
+days late, so a session's or an idempotency key's reader also checks the item's own expiry):
 
 | item           | pk                                      | sk                   |
 |----------------|-----------------------------------------|----------------------|

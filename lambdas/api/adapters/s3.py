@@ -1,9 +1,10 @@
 """S3 adapter: presigned POST/GET and the few direct object operations the API needs.
 
-Key layout (built only by `lambdas.api.service.paths`): `sessions/{id}/files/{path}`,
+Key layout (built only by `lambdas/api/service/common.py`): `sessions/{id}/files/{path}`,
 `sessions/{id}/state/{version}.pkl`, `sessions/{id}/notebook/…`, `executions/{id}/…`.
 State blobs are opaque bytes here: this module never reads them, let alone unpickles them.
-Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's moto server on 127.0.0.1).
+Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's verifying S3 front,
+`local/s3_front.py`, on 127.0.0.1).
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Executions: validation, idempotency, quota, session lease, the executor call, commit.
+"""Executions: the entry points (a run in a session, a one-shot run, reading an execution, the
+background runner's stored job) and the validation of a run request.
 
-A session run: validate (400/413) → replay if the Idempotency-Key is known → quota (429) → take
-the session lease with one conditional write (404 if missing/foreign/expired, 409 if held) →
-claim the idempotency key → run inline when `timeout_ms` + a margin fits the sync window (fast
-path), else hand it to the background port and wait up to the window (202 after it; `wait:
-false` → 202 at once). After the executor returns, one transaction releases the lease, commits
-state_version + 1 if the worker uploaded a snapshot, stores the notebook cell and the execution
-record; a lease that is no longer ours commits nothing. Compute time is measured here, around
-the executor call, never taken from the executor's report.
+A session run: validate (400/413) → replay if the Idempotency-Key is known (`idempotency.py`) →
+quota (429) → take the session lease with one conditional write (404 if missing/foreign/expired,
+409 if held) → claim the idempotency key → `dispatch.py` runs it inline or in the background →
+`run.py` invokes the executor and commits what it produced in one transaction; a lease that is
+no longer ours commits nothing.
 """
 
 from __future__ import annotations
