@@ -1,5 +1,5 @@
-"""Executor and background adapters against stubbed boto3 clients, path validation, and the
-error registry."""
+"""Executor and background adapters against stubbed boto3 clients, the table's items <-> domain
+entities, path validation, and the error registry."""
 
 from __future__ import annotations
 
