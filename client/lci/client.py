@@ -21,7 +21,9 @@ from tenacity import (
     retry_if_result,
     stop_after_delay,
     stop_never,
+    wait_chain,
     wait_exponential,
+    wait_fixed,
 )
 
 from lci.errors import LciError
@@ -191,8 +193,8 @@ class Client:
         on_poll: Callable[[ExecutionResult], None] | None = None,
     ) -> ExecutionResult:
         """Poll an execution until it is no longer running: `poll_interval` apart at first,
-        backing off by a factor of 1.5 up to 2 s (or `poll_interval` when that is longer);
-        LciError `WAIT_TIMEOUT` when it is still running after `timeout` seconds."""
+        backing off by a factor of 1.5 up to 2 s; LciError `WAIT_TIMEOUT` when it is still
+        running after `timeout` seconds."""
 
         def still_running(_: RetryCallState) -> ExecutionResult:
             raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
@@ -203,10 +205,12 @@ class Client:
 
         polling = Retrying(
             retry=retry_if_result(lambda result: result.running),
-            wait=wait_exponential(
-                multiplier=poll_interval,
-                exp_base=1.5,
-                max=max(poll_interval, MAX_POLL_INTERVAL_SECONDS),
+            # The first wait is `poll_interval` even when it is longer than the cap.
+            wait=wait_chain(
+                wait_fixed(poll_interval),
+                wait_exponential(
+                    multiplier=poll_interval, exp_base=1.5, max=MAX_POLL_INTERVAL_SECONDS
+                ),
             ),
             stop=stop_never if timeout is None else stop_after_delay(timeout),
             after=report,

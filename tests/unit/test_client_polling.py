@@ -46,3 +46,10 @@ def test_a_failed_poll_is_raised_not_retried() -> None:
     with pytest.raises(LciError) as raised:
         client.wait_for("e1", poll_interval=0.01, timeout=5)
     assert raised.value.code == "EXECUTION_NOT_FOUND"
+
+
+def test_a_first_interval_above_the_cap_is_kept_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    _client(iter([RUNNING] * 3 + [DONE])).wait_for("e1", poll_interval=5)
+    assert sleeps == [5, 2.0, 2.0]
