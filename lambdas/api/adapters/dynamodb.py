@@ -370,8 +370,9 @@ class DynamoTable:
                 execution_key(execution_id),
                 "SET job_started = :yes",
                 {":yes": True, ":running": "running"},
-                condition="attribute_exists(job) AND #status = :running "
-                "AND attribute_not_exists(job_started)",
+                # A job too large for the item is kept in S3 and only its key is stored.
+                condition="(attribute_exists(job) OR attribute_exists(job_s3_key)) "
+                "AND #status = :running AND attribute_not_exists(job_started)",
                 names={"#status": "status"},
             )
         except ConditionFailed:
