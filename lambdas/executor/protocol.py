@@ -212,10 +212,14 @@ class RunRequest(BaseModel):
     inv: dict[str, Any]
     workspace: str
     package_cache: str
+    # The parent gave the transfers before the cell (state, files, packages) a budget of their
+    # own: the worker says when the cell starts (a PhaseFrame), so its timeout starts there.
+    announce_run: bool = False
 
 
 class PhaseFrame(BaseModel):
-    """Worker -> parent: the transfers are done, the cell's own timeout starts now."""
+    """Worker -> parent, when the RunRequest asked for it: the transfers are done, the cell's
+    own timeout starts now."""
 
     kind: Literal["phase"] = "phase"
     phase: str = "run"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs, results
-from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange
+from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange, needs_prepare
 from lambdas.executor.host.pool import WorkerPool
 from lambdas.executor.host.zygote_client import EnvironmentStartError
 from lambdas.executor.settings import ExecutorSettings
@@ -107,14 +107,16 @@ class Engine:
     ) -> dict[str, Any]:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
+        prepares = needs_prepare(inv)
         request = protocol.RunRequest(
             one_shot=inv.session_id is None,
             inv=inv.model_dump(mode="json"),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
+            announce_run=prepares,
         )
         payload = protocol.encode_model(request)
-        outcome = exchange(worker, inv, payload, hard_deadline)
+        outcome = exchange(worker, inv, payload, hard_deadline, prepares)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:
             crashed = outcome.kind == OutcomeKind.CRASHED

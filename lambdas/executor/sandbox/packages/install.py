@@ -202,7 +202,7 @@ def ensure_package(
                 f"{name} is not installed and no wheelhouse is configured for on-demand packages"
             )
         else:
-            raise PackageInstallError(f"{name} is not available on demand in this deployment")
+            raise PackageInstallError(f"{name} is not on this deployment's package whitelist")
         importlib.invalidate_caches()
         seconds = time.perf_counter() - started
         return f"installed {name} {version} on demand in {seconds:.1f} s"
