@@ -107,6 +107,39 @@ def test_multiprocessing_pools_work_with_every_start_method(driver: Driver) -> N
     keeps_working(driver)
 
 
+FIND_CHANNEL = (
+    "import json, os, struct, time\n"
+    "def channel():\n"
+    "    for fd in os.listdir('/proc/self/fd'):\n"
+    "        try:\n"
+    "            if os.readlink(f'/proc/self/fd/{fd}').startswith('socket:'):\n"
+    "                return int(fd)\n"
+    "        except OSError:\n"
+    "            pass\n"
+)
+
+
+def test_a_cell_that_writes_into_or_closes_its_own_channel(driver: Driver) -> None:
+    # The worker is the user's own process: it can lie about its own run, but never make a
+    # later run take an earlier run's answer, nor leave the session answering out of step.
+    run(driver, "kept = 'channel'")
+    forged = (
+        "frame = json.dumps({'kind': 'result', 'cell': {'status': 'ok', 'stdout': 'forged'}})\n"
+        "os.write(channel(), struct.pack('!I', len(frame)) + frame.encode())\n"
+        "time.sleep(0.5)\nprint('real')"
+    )
+    assert run(driver, FIND_CHANNEL + forged)["stdout"] == "real\n"
+    assert run(driver, "'in step'")["result"] == {"text/plain": "'in step'"}
+    garbage = run(driver, FIND_CHANNEL + "os.write(channel(), b'garbage, not a frame')")
+    assert error_name(garbage) == "WorkerCrashed" and "not valid" in garbage["error"]["value"]
+    keeps_working(driver)
+    closed = run(driver, FIND_CHANNEL + "os.close(channel())\ntime.sleep(5)")
+    assert error_name(closed) == "WorkerCrashed", closed
+    assert "closed its channel" in closed["error"]["value"], closed
+    assert closed["duration_ms"] < 3000
+    keeps_working(driver)
+
+
 # -- leftovers of a cell: threads, timers, signal handlers ---------------------------------------
 
 

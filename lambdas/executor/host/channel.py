@@ -87,11 +87,11 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def exited(self) -> bool:
-        """Whether the worker is gone (between runs: a thread or a timer of user code)."""
+    def exited(self, wait_s: float = 0.0) -> bool:
+        """Whether the worker is gone (waiting up to `wait_s` for it to be)."""
         if self.pid_fd < 0:
             return procs.is_zombie_or_gone(self.pid)
-        readable, _, _ = select.select([self.pid_fd], [], [], 0)
+        readable, _, _ = select.select([self.pid_fd], [], [], wait_s)
         return bool(readable)
 
     @classmethod
@@ -167,9 +167,11 @@ def exchange(
     payload: bytes,
     hard_deadline: float,
     prepares: bool = False,
+    run_id: str = "",
 ) -> Outcome:
     """Send one run request and wait for its outcome; `hard_deadline` (monotonic) caps it all.
-    `prepares`: the request asked the worker to announce the cell's start (`needs_prepare`)."""
+    `prepares`: the request asked the worker to announce the cell's start (`needs_prepare`);
+    `run_id`: the request's `run`, which only this run's frames carry."""
     spec = inv.limits
     timeout_s = inv.timeout_ms / 1000
     hard = hard_deadline
@@ -215,7 +217,9 @@ def exchange(
                     frame = reader.pop()
                     while frame is not None:
                         message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                        if isinstance(message, protocol.ResultFrame):
+                        if message is None or message.run != run_id:
+                            pass  # of no run, or of an earlier one
+                        elif isinstance(message, protocol.ResultFrame):
                             outcome.kind, outcome.final = OutcomeKind.RESULT, message
                         elif isinstance(message, protocol.SavingFrame):
                             outcome.cell, outcome.phase = message.cell, Phase.SAVE
@@ -242,7 +246,9 @@ def exchange(
                 frame = reader.pop()
                 while frame is not None:
                     message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                    if isinstance(message, protocol.PhaseFrame):
+                    if message is None or message.run != run_id:
+                        pass  # of no run, or of an earlier one
+                    elif isinstance(message, protocol.PhaseFrame):
                         if outcome.phase == Phase.PREPARE:
                             outcome.phase = Phase.RUN
                             deadline = min(time.monotonic() + timeout_s, hard)

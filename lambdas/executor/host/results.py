@@ -87,7 +87,12 @@ def respond(
             warnings.append(f"the session's worker was stopped; {SESSION_COMES_BACK}")
     elif outcome.kind in (OutcomeKind.CRASHED, OutcomeKind.INVALID):
         if cell is None or partial:
-            detail = outcome.detail or "the worker exited unexpectedly"
+            if outcome.kind == OutcomeKind.INVALID:
+                detail = f"the worker's answer was not valid ({outcome.detail}); it was stopped"
+                if in_session:
+                    detail += f"; {SESSION_COMES_BACK}"
+            else:
+                detail = "the worker exited unexpectedly"  # explain_crash says how
             _fail(result, "error", protocol.CellError(name=WORKER_CRASHED, value=detail))
         elif in_session:
             warnings.append("the session state and files were not saved: the worker died")
@@ -222,11 +227,14 @@ def _death(status: list[Any] | None) -> tuple[str, int | None]:
     return f"the worker exited with code {code}", None
 
 
-def explain_crash(response: dict[str, Any], status: list[Any] | None, memory_mb: int) -> None:
+def explain_crash(
+    response: dict[str, Any], status: list[Any] | None, memory_mb: int, hung_up: bool = False
+) -> None:
     """Say how the worker died (`status` as the zygote reaped it: how, code, peak resident
     KiB). Only a death the way memory exhaustion kills, near the limit, is `memory_exceeded`
     (a MemoryError the cell raised is reported by the worker itself); anything else is a
-    `WorkerCrashed` named by its signal or exit code."""
+    `WorkerCrashed` named by its signal or exit code. `hung_up`: it was alive but had closed
+    its channel, so the status is the parent's own kill and says nothing."""
     result = response["result"]
     error = result.get("error")
     if error is None or error.get("name") != WORKER_CRASHED:
@@ -234,7 +242,9 @@ def explain_crash(response: dict[str, Any], status: list[Any] | None, memory_mb:
     peak_kb = status[2] if status and len(status) > 2 and isinstance(status[2], int) else 0
     near_limit = peak_kb * 1024 >= NEAR_MEMORY_LIMIT_FRACTION * memory_mb * 1024 * 1024
     death, killed_by = _death(status)
-    if near_limit and killed_by in OUT_OF_MEMORY_SIGNALS:
+    if hung_up:
+        message = "the worker closed its channel to the executor without answering; it was stopped"
+    elif near_limit and killed_by in OUT_OF_MEMORY_SIGNALS:
         result["status"] = "memory_exceeded"
         error["name"] = "MemoryError"
         message = (

@@ -124,6 +124,7 @@ class Worker:
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
         self.pid = os.getpid()  # a process with another pid was forked by user code
+        self.run_id = ""  # the current run's, echoed in every frame
         self.guard = hygiene.ProcessGuard()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Worker:
                 outputs=outputs,
                 warnings=capture.warnings,
             )
-            self.send(protocol.PartialFrame(cell=cell))
+            self.send(protocol.PartialFrame(run=self.run_id, cell=cell))
         self.in_cell = False  # once is enough
 
     def _enter_sandbox(self, request: protocol.RunRequest) -> None:
@@ -236,6 +237,7 @@ class Worker:
     # -- one invocation ------------------------------------------------------------------------
 
     def run(self, request: protocol.RunRequest) -> protocol.ResultFrame:
+        self.run_id = request.run
         if self.mirror is not None:
             self.mirror.reset()  # the parent must never read an earlier run's output
         inv = request.inv
@@ -255,14 +257,14 @@ class Worker:
                 protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
             )
         if request.announce_run:
-            self.send(protocol.PhaseFrame())
+            self.send(protocol.PhaseFrame(run=self.run_id))
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            self.send(protocol.SavingFrame(cell=cell))
+            self.send(protocol.SavingFrame(run=self.run_id, cell=cell))
         state_report = self._save_state(inv, warnings)
         if not self.one_shot:
             state_report = state_report or protocol.StateReport()
@@ -282,6 +284,7 @@ class Worker:
         cell.warnings = cell.warnings + warnings + self.package_warnings
         self.package_warnings = []
         return protocol.ResultFrame(
+            run=self.run_id,
             cell=None if cell_sent else cell,
             late_warnings=cell.warnings if cell_sent else [],
             files=files,
