@@ -148,3 +148,18 @@ def test_error_names_and_messages_say_what_happened(client: Client) -> None:
     assert one_shot.status == "timeout", one_shot.raw
     said = " ".join([one_shot.error.value, *one_shot.warnings]).lower()
     assert "session" not in said and "variables" not in said, said
+
+
+@pytest.mark.local_only
+def test_a_cell_that_kills_every_process_of_its_uid_gets_one_clear_answer(client: Client) -> None:
+    # Not preventable inside one uid (Lambda gives the runtime and user code the same one):
+    # kill(-1) takes the whole environment down. The run still gets one clear answer, and the
+    # session comes back from its last saved state in a new environment.
+    session = client.create_session().session_id
+    assert client.execute("kept = 'saved'", session_id=session).success
+    killed, _ = timed(
+        client, "import os, signal\nos.kill(-1, signal.SIGKILL)", 30, session_id=session
+    )
+    assert killed.status == "error", killed.raw
+    back = one_true_answer(client.execute("kept", session_id=session))
+    assert back.text == "'saved'", back.raw

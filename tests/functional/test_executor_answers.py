@@ -111,6 +111,25 @@ def test_a_rich_repr_that_raises_falls_back_to_text_with_a_warning(run: Run) -> 
     assert not_a_bundle["status"] == "error" and not_a_bundle["error"]["name"] == "TypeError"
 
 
+def test_a_flood_of_display_calls_is_capped_with_one_warning(run: Run) -> None:
+    # Each output costs room beyond its data: a loop of tiny display() calls runs out of the
+    # result budget (here ~50 outputs), not the answer's frame (which would cost the worker).
+    limits = {"stream_bytes": 1000, "result_bytes": 2000 + 5000}
+    code = (
+        "from IPython.display import display\n"
+        "class Bad:\n    def _repr_html_(self):\n        raise ValueError('again')\n"
+        "for i in range(200):\n    display(i)\n    display(Bad())"
+    )
+    result = run(code, "s-display", limits=limits)
+    assert result["status"] == "ok", result["error"]
+    assert 10 < len(result["outputs"]) < 60
+    assert sorted(result["warnings"]) == [
+        "a rich display of an object of type Bad failed (ValueError: again); it is shown as "
+        "text/plain",
+        "outputs were dropped: the result size limit was reached",
+    ]
+
+
 # -- errors in the user's words -------------------------------------------------------------------
 
 

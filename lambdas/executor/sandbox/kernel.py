@@ -68,6 +68,12 @@ def collapse_repeats(entries: list[str], keep: int = 3) -> list[str]:
     return collapsed
 
 
+# What an output costs in the answer beyond its data (the JSON of the output dict): counted so
+# that a loop of a million tiny display() calls runs out of room, not the answer's frame.
+OUTPUT_OVERHEAD_BYTES = 100
+MAX_CELL_WARNINGS = 50  # distinct warnings of one cell; a loop repeats the same one
+
+
 def mime_bundle_size(data: dict[str, Any]) -> int:
     return sum(
         len(value) if isinstance(value, str) else len(repr(value)) for value in data.values()
@@ -119,10 +125,14 @@ class CellCapture:
             self.outputs.append(current)
             self._open_stream = current
 
+    def warn(self, text: str) -> None:
+        if text not in self.warnings and len(self.warnings) < MAX_CELL_WARNINGS:
+            self.warnings.append(text)
+
     def _fits(self, data: dict[str, Any]) -> bool:
-        size = mime_bundle_size(data)
+        size = mime_bundle_size(data) + OUTPUT_OVERHEAD_BYTES
         if size > self.display_room:
-            self.warnings.append("an output was dropped: the result size limit was reached")
+            self.warn("outputs were dropped: the result size limit was reached")
             return False
         self.display_room -= size
         return True
@@ -406,7 +416,7 @@ class SandboxShell(InteractiveShell):
 
     def ask_exit(self) -> None:
         """`exit()` / `quit()`: a session ends through the API, not from inside a cell."""
-        SINK.capture.warnings.append(
+        SINK.capture.warn(
             "exit() does nothing here: the session keeps running (delete it through the API)"
         )
 
@@ -459,7 +469,7 @@ class SandboxShell(InteractiveShell):
         if isinstance(etype, type) and issubclass(etype, MemoryError):
             capture.memory_error = True
         if isinstance(etype, type) and issubclass(etype, SystemExit):
-            capture.warnings.append(
+            capture.warn(
                 "SystemExit ends the cell, not the session (a session ends when it is deleted "
                 "through the API)"
             )
@@ -506,7 +516,7 @@ def _guard_display_formatter(shell: SandboxShell) -> None:
         if failures:
             data = dict(data)
             data.setdefault("text/plain", mime.safe_repr(obj))
-            SINK.capture.warnings.append(
+            SINK.capture.warn(
                 f"a rich display of an object of type {type(obj).__name__} failed "
                 f"({'; '.join(failures)}); it is shown as text/plain"
             )
