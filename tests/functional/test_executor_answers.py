@@ -143,6 +143,21 @@ def test_package_errors_are_short_and_show_no_host_internals(run: Run) -> None:
     assert "/v1/packages" in "".join(run("import torch")["error"]["traceback"])
 
 
+def test_an_unreachable_wheelhouse_is_reported_without_its_address(run: Run) -> None:
+    # On AWS the wheelhouse URL names the deployment's bucket (SPEC §3: never a bucket name).
+    wheelhouse = {"index_url": "http://127.0.0.1:9/secret-bucket/wheelhouse/x86_64/index.json"}
+    for code in ("import sklearn", "%pip install scikit-learn"):
+        result = run(code, "s-no-wheelhouse", wheelhouse=wheelhouse)
+        assert result["status"] == "error", result
+        error = result["error"]
+        assert "sklearn" in error["value"] or "scikit-learn" in error["value"]
+        assert "cannot download index.json" in error["value"], error["value"]
+        assert len(error["traceback"]) <= 4, error["traceback"]
+        for text in (error["value"], *error["traceback"]):
+            assert "secret-bucket" not in text and "127.0.0.1" not in text, text
+        _no_host_internals(error["value"], *error["traceback"])
+
+
 def test_errors_are_named_as_python_names_them(run: Run) -> None:
     syntax = run("print(")["error"]
     assert syntax["name"] == "SyntaxError" and "never closed" in syntax["value"]

@@ -171,7 +171,10 @@ def ensure_package(
         if _installed_version(name) is not None:
             return None
         started = time.perf_counter()
-        index = get_index(wheelhouse_url) if wheelhouse_url else None
+        try:
+            index = get_index(wheelhouse_url) if wheelhouse_url else None
+        except PackageInstallError as exc:
+            raise PackageInstallError(f"{name} cannot be installed: {exc}") from None
         package = index.packages.get(name) if index else None
         if index is not None and package is not None:
             version = package["version"]
