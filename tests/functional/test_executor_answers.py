@@ -228,3 +228,16 @@ def test_only_a_death_the_way_memory_exhaustion_kills_is_memory_exceeded(
         assert signal.Signals(death[1]).name in value
     if status == "memory_exceeded":
         assert f"{peak_mb} MB resident" in value and "768 MB" in value
+
+
+def test_a_forked_child_ends_like_a_scripts_child(run: Run) -> None:
+    code = (
+        "import os, sys\npid = os.fork()\nif pid == 0:\n    {child}\nelse:\n"
+        "    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\ncode if pid else None"
+    )
+    assert run(code.format(child="sys.exit(7)"))["result"] == {"text/plain": "7"}
+    failed = run(code.format(child="1 / 0"))
+    assert failed["result"] == {"text/plain": "1"} and failed["status"] == "ok"
+    assert "ZeroDivisionError" in failed["stderr"]  # the child's error, on the run's stderr
+    printed = run(code.format(child="print('from the child')"))
+    assert printed["stdout"] == "from the child\n" and printed["result"] == {"text/plain": "0"}

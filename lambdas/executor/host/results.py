@@ -68,8 +68,8 @@ def respond(
     if outcome.kind == OutcomeKind.TIMEOUT:
         if outcome.phase == Phase.PREPARE:
             message = (
-                "preparing the run (session state, files, packages) took longer than its "
-                f"{PREPARE_BUDGET_S:.0f} s budget; the code did not run"
+                "preparing the run (session state, files, packages) did not finish in time "
+                f"(its own budget is {PREPARE_BUDGET_S:.0f} s); the code did not run"
             )
             _fail(result, "timeout", protocol.CellError(name="TimeoutError", value=message))
         elif cell is None or partial:

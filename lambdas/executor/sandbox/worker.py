@@ -171,13 +171,18 @@ class Worker:
 
     @staticmethod
     def leave_forked_child(capture: kernel.CellCapture) -> NoReturn:
-        """A forked child's copy of the cell ended: show its error on stderr, as a script's
-        child would, and exit instead of going back to serve runs it was never sent."""
-        if capture.error is not None:
-            text = "".join(capture.error["traceback"]) or capture.error["name"]
-            with contextlib.suppress(OSError):
-                os.write(2, text.encode("utf-8", "backslashreplace") + b"\n")
-        os._exit(1 if capture.error is not None else 0)
+        """A forked child's copy of the cell ended: exit as a script's child would (its error
+        on stderr, sys.exit's code), instead of going back to serve runs it was never sent."""
+        error = capture.error
+        if error is None:
+            os._exit(0)
+        if error["name"] == "SystemExit":
+            value = error["value"]
+            os._exit(int(value) & 0xFF if value.lstrip("-").isdigit() else int(bool(value)))
+        text = "\n".join(error["traceback"]) or error["name"]  # as IPython's stb2text
+        with contextlib.suppress(OSError):
+            os.write(2, text.encode("utf-8", "backslashreplace") + b"\n")
+        os._exit(1)
 
     def send_partial(self, signum: int, frame: Any) -> None:
         """SIGUSR1 from the parent when the cell's time is up: send what it printed so far,
