@@ -212,12 +212,20 @@ class RunRequest(BaseModel):
     inv: dict[str, Any]
     workspace: str
     package_cache: str
+    # The parent gave the transfers before the cell (state, files, packages) a budget of their
+    # own: the worker says when the cell starts (a PhaseFrame), so its timeout starts there.
+    announce_run: bool = False
+    # Echoed in every frame of this run: a frame of an earlier run (a late answer after a
+    # forged one) is never taken for this run's.
+    run: str = ""
 
 
 class PhaseFrame(BaseModel):
-    """Worker -> parent: the transfers are done, the cell's own timeout starts now."""
+    """Worker -> parent, when the RunRequest asked for it: the transfers are done, the cell's
+    own timeout starts now."""
 
     kind: Literal["phase"] = "phase"
+    run: Text = ""
     phase: str = "run"
 
 
@@ -225,6 +233,7 @@ class SavingFrame(BaseModel):
     """Worker -> parent: the cell finished; saving state and files (its own budget) follows."""
 
     kind: Literal["saving"] = "saving"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -232,6 +241,7 @@ class PartialFrame(BaseModel):
     """Worker -> parent, asked by SIGUSR1 when the time is up: what the cell printed so far."""
 
     kind: Literal["partial"] = "partial"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -243,6 +253,7 @@ class ResultFrame(BaseModel):
     """Worker -> parent, last: the cell (None if a SavingFrame carried it), its files, state."""
 
     kind: Literal["result"] = "result"
+    run: Text = ""
     cell: Annotated[Cell | None, BeforeValidator(_cell_or_none)] = None
     late_warnings: StrList = Field(default_factory=list)  # the SavingFrame's cell went first
     files: Annotated[list[ReportedFile], BeforeValidator(_valid_files)] = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -19,13 +20,16 @@ from pydantic import ValidationError
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs, results
-from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange
+from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange, needs_prepare
 from lambdas.executor.host.pool import WorkerPool
 from lambdas.executor.host.zygote_client import EnvironmentStartError
 from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared.models import ExecutorInvocation
 
 logger = logging.getLogger(__name__)
+
+# A dying worker's channel ends a moment before its exit is visible (files close first).
+HUNG_UP_WAIT_S = 0.05
 
 
 class Engine:
@@ -107,20 +111,26 @@ class Engine:
     ) -> dict[str, Any]:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
+        prepares = needs_prepare(inv)
+        run_id = secrets.token_hex(8)
         request = protocol.RunRequest(
             one_shot=inv.session_id is None,
             inv=inv.model_dump(mode="json"),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
+            announce_run=prepares,
+            run=run_id,
         )
         payload = protocol.encode_model(request)
-        outcome = exchange(worker, inv, payload, hard_deadline)
+        outcome = exchange(worker, inv, payload, hard_deadline, prepares, run_id)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:
             crashed = outcome.kind == OutcomeKind.CRASHED
+            # Alive after its channel ended: the status would only be our own kill.
+            hung_up = crashed and not worker.exited(HUNG_UP_WAIT_S)
             status = self._pool.release(worker, want_status=crashed)
             if crashed:
-                results.explain_crash(response, status, inv.limits.memory_mb)
+                results.explain_crash(response, status, inv.limits.memory_mb, hung_up)
         self._pool.clean_up_after_run()
         response["result"]["duration_ms"] = int((time.perf_counter() - started) * 1000)
         self._pool.evict_over_capacity()
