@@ -68,9 +68,9 @@ def _raw(stack: TargetStack, request: bytes, body_bytes: int = 0) -> bytes:
 def test_a_20_mb_body_gets_413_payload_too_large_in_the_json_shape(local_stack: TargetStack):
     size = 20 * 1024 * 1024
     head = (
-        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n"
-        "Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
-    ).format(key=local_stack.keys[0], size=size)
+        f"POST /v1/execute HTTP/1.1\r\nHost: x\r\nx-api-key: {local_stack.keys[0]}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    )
     answer = _raw(local_stack, head.encode(), size)
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 413"), answer[:300]
@@ -150,3 +150,46 @@ def test_malformed_requests_get_json_errors_with_no_host_paths(
         content=body,
     )
     assert_error_shape(response, status, code)
+
+
+# -- files: the live worker's workspace follows the stored files (issue 11 item 4) ----------
+
+
+def _run(client, code: str, session_id: str):
+    result = client.execute(code, session_id=session_id)
+    assert result.success, result.raw
+    return result
+
+
+def test_a_deleted_file_is_gone_from_the_live_workers_workspace(client):
+    session = client.create_session().session_id
+    wrote = _run(client, "open('out.csv', 'w').write('a,b\\n1,2\\n')", session)
+    assert [f.path for f in wrote.files] == ["out.csv"]
+    _run(client, "import os", session)  # the worker has seen out.csv in the stored set
+    client.delete_file(session, "out.csv")
+    assert client.list_files(session) == []
+    assert _run(client, "os.path.exists('out.csv')", session).text == "False"
+    # Also right after the run that wrote it (the worker uploaded it, never downloaded it).
+    _run(client, "open('fresh.txt', 'w').write('x')", session)
+    client.delete_file(session, "fresh.txt")
+    assert _run(client, "os.path.exists('fresh.txt')", session).text == "False"
+
+
+def test_a_replaced_file_has_its_new_content_even_at_the_same_size(client):
+    session = client.create_session().session_id
+    client.upload_file(session, b"v1 content", "data/in.txt")
+    assert _run(client, "open('data/in.txt').read()", session).text == "'v1 content'"
+    client.upload_file(session, b"v2 content", "data/in.txt")
+    assert _run(client, "open('data/in.txt').read()", session).text == "'v2 content'"
+    # A file the worker wrote itself, replaced through the API with as many bytes.
+    _run(client, "open('w.txt', 'w').write('AAAA')", session)
+    client.upload_file(session, b"BBBB", "w.txt")
+    assert _run(client, "open('w.txt').read()", session).text == "'BBBB'"
+
+
+def test_an_uploaded_file_appears_in_the_live_workers_workspace(client):
+    session = client.create_session().session_id
+    _run(client, "import os\nx = 1", session)
+    client.upload_file(session, b"hello", "late/arrival.txt")
+    result = _run(client, "open('late/arrival.txt').read(), x", session)
+    assert result.text == "('hello', 1)"

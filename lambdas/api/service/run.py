@@ -259,6 +259,7 @@ class RunService:
             unsynced_files = 0
         transfer = FilesTransfer(
             files=refs,
+            complete=unsynced_files == 0,
             upload=blobs.presigned_post(
                 key_prefix=prefix,
                 max_bytes=limits.MAX_OUTPUT_FILE_BYTES,
