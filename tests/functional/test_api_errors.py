@@ -101,3 +101,37 @@ def test_unreachable_storage_is_503_service_unavailable_quickly(unreachable_stor
         )
         # A few connection attempts, not botocore's full retry budget (~25 s for DynamoDB).
         assert time.monotonic() - started < 5
+
+
+def test_an_inline_run_whose_executor_hangs_still_answers_202_when_the_window_closes(
+    api: ApiClient, fake_executor: object
+) -> None:
+    """The fast path (timeout + margin fits the window) runs inline; an executor that does not
+    answer must not hold the call past the window (API Gateway would cut it at 29 s)."""
+    import time
+
+    from lambdas.api import container
+    from lambdas.api.settings import ApiSettings
+    from tests.functional.conftest import BUCKET, TABLE
+
+    container.override(
+        settings=ApiSettings(TABLE_NAME=TABLE, BUCKET_NAME=BUCKET, SYNC_WAIT_MS=2500)
+    )
+    sid = api.new_session()
+    fake_executor.block()  # type: ignore[attr-defined]
+    started = time.monotonic()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "x = 1", "timeout_ms": 200})
+    elapsed = time.monotonic() - started
+    assert response.status == 202, response.text
+    assert 2.4 <= elapsed <= 3.5, elapsed
+    execution_id = response.json()["execution_id"]
+    assert api.get(f"/v1/executions/{execution_id}").json()["status"] == "running"
+    assert api.post(f"/v1/sessions/{sid}/execute", {"code": "1"}).error_code == "SESSION_BUSY"
+    fake_executor.release.set()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/executions/{execution_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert api.get(f"/v1/executions/{execution_id}").json()["status"] == "ok"
+    # The run ended: its lease was given back.
+    assert api.post(f"/v1/sessions/{sid}/execute", {"code": "2", "timeout_ms": 200}).status == 200
