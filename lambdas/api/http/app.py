@@ -111,7 +111,7 @@ def _method_not_allowed(event: dict[str, Any]) -> MethodNotAllowed | None:
     """A known resource reached with a method it does not route (its `ANY` method)."""
     allowed = routes.allowed_methods(str(event.get("resource") or ""))
     method = str(event.get("httpMethod") or "").upper()
-    if allowed and method not in allowed:
+    if allowed and method and method not in allowed:
         return MethodNotAllowed(method, allowed)
     return None
 
