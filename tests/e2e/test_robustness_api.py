@@ -478,3 +478,16 @@ def test_a_retried_request_with_the_same_idempotency_key_runs_once(fault_stack, 
     assert wait_finished(fault_client, execution_id).text == "1"
     assert fault_client.execute("runs", session_id=session).text == "1"
     assert fault_client.get_session(session).execution_count == 2
+
+
+# -- load: nothing committed is lost (issue 11: load) ----------------------------------------
+
+
+def test_a_short_load_loses_no_committed_run(local_stack: TargetStack):
+    """`python -m benchmarks.e2e`'s load run, short: 4 sessions x 3 s; every session's final
+    counter equals the runs its client saw committed."""
+    from benchmarks.e2e import run_load
+
+    load = run_load(local_stack.endpoint, sessions=4, seconds=3, api_key=local_stack.keys[0])
+    assert load["runs"] > 0
+    assert (load["errors"], load["lost"], load["extra"]) == (0, 0, 0), load
