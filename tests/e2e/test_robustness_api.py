@@ -133,6 +133,10 @@ def test_an_unknown_path_with_a_valid_key_is_404(local_stack: TargetStack):
          b"\r\n\xff\xfe\xfd\xfc", 400, "INVALID_REQUEST"),
         (b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 9\r\n"
          b"\r\n{not json", 400, "INVALID_REQUEST"),
+        (b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 17\r\n"
+         b"\r\n{\"code\":\"\\ud800\"}", 400, "INVALID_REQUEST"),
+        (b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 400009\r\n"
+         b"\r\n{\"code\":" + b"[" * 200_000 + b"]" * 200_000 + b"}", 400, "INVALID_REQUEST"),
         (b"BREW /v1/sessions HTTP/1.1\r\nHost: x\r\n\r\n", 501, "NOT_IMPLEMENTED"),
         (b"GET /v1/health HTTP/7.0\r\nHost: x\r\n\r\n", 505, "INVALID_REQUEST"),
         (b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", 400,

@@ -135,3 +135,28 @@ def test_an_inline_run_whose_executor_hangs_still_answers_202_when_the_window_cl
     assert api.get(f"/v1/executions/{execution_id}").json()["status"] == "ok"
     # The run ended: its lease was given back.
     assert api.post(f"/v1/sessions/{sid}/execute", {"code": "2", "timeout_ms": 200}).status == 200
+
+
+@pytest.mark.parametrize(
+    "raw_body",
+    [
+        '{"code": "\\ud800"}',
+        '{"code": "1", "env": {"A": "x\\udfff"}}',
+        '{"code": "1", "files": [{"path": "\\ud83d.txt", "content_base64": ""}]}',
+    ],
+)
+def test_a_lone_surrogate_in_a_json_string_is_400_not_500(api: ApiClient, raw_body: str) -> None:
+    response = api.post("/v1/execute", raw_body=raw_body)
+    assert (response.status, response.error_code) == (400, "INVALID_REQUEST"), response.text
+    assert "surrogate" in response.json()["error"]["message"]
+
+
+def test_a_surrogate_pair_is_text_and_runs(api: ApiClient, fake_executor: object) -> None:
+    response = api.post("/v1/execute", raw_body='{"code": "print(\\"\\ud83d\\ude00\\")"}')
+    assert response.status == 200, response.text
+
+
+def test_a_body_nested_deeper_than_the_parser_is_400_not_500(api: ApiClient) -> None:
+    depth = 200_000
+    response = api.post("/v1/execute", raw_body='{"code": ' + "[" * depth + "]" * depth + "}")
+    assert (response.status, response.error_code) == (400, "INVALID_REQUEST"), response.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -117,15 +118,37 @@ def _method_not_allowed(event: dict[str, Any]) -> MethodNotAllowed | None:
 
 
 def _text_body(event: dict[str, Any]) -> dict[str, Any]:
-    """The body as text: JSON is UTF-8, so a base64 body must decode to UTF-8 (InvalidRequest
-    otherwise; the resolver would fail on it with a 500)."""
-    if not event.get("isBase64Encoded") or not event.get("body"):
+    """The body as text that is Unicode all through (InvalidRequest otherwise; the services
+    would fail on it with a 500): a base64 body must decode as UTF-8, and no JSON string may
+    hold a lone surrogate (`"\\ud800"` is valid JSON but no text: it cannot be encoded)."""
+    if not event.get("body"):
         return event
+    text = str(event["body"])
+    if event.get("isBase64Encoded"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the request body is not UTF-8 JSON") from None
+        event = {**event, "body": text, "isBase64Encoded": False}
+    if _SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(text):
+        raise InvalidRequest("the request body holds a lone surrogate (\\ud800-\\udfff)")
+    return event
+
+
+# A JSON escape of a UTF-16 surrogate; only bodies with one are decoded to look further.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(text: str) -> bool:
     try:
-        text = base64.b64decode(str(event["body"]), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the request body is not UTF-8 JSON") from None
-    return {**event, "body": text, "isBase64Encoded": False}
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False  # not JSON (or too deep to read): the resolver says so
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _event_principal(event: dict[str, Any]) -> str | None:

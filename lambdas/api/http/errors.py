@@ -56,6 +56,14 @@ def _validation_error(error: RequestValidationError) -> Response[Any]:
     )
 
 
+@router.exception_handler(RecursionError)
+def _nested_too_deeply(_: RecursionError) -> Response[Any]:
+    # Only request data nests without bound here: a body of `[[[[...` deeper than the JSON
+    # parser's stack. Logged in full, in case it ever is something else.
+    logger.warning("request nested too deeply", exc_info=True)
+    return api_error(InvalidRequest("the request body is nested too deeply"))
+
+
 @router.exception_handler(NotFoundError)
 def _route_not_found(_: NotFoundError) -> Response[Any]:
     return api_error(RouteNotFound())
