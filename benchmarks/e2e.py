@@ -148,14 +148,15 @@ def run_load(
                     errors.append(f"session {index}: {result.raw}")
                     continue
                 committed += 1
-                if result.text != str(committed):
-                    errors.append(f"session {index}: expected {committed}, got {result.text}")
-                    committed = int(result.text) if result.text.isdigit() else committed
+                shown = result.text or ""
+                if shown != str(committed):
+                    errors.append(f"session {index}: expected {committed}, got {shown}")
+                    committed = int(shown) if shown.isdigit() else committed
                 counts[index] += 1
             if not session:
                 return
             try:
-                final = int(client.execute("n", session_id=session).text)
+                final = int(client.execute("n", session_id=session).text or "")
             except (LciError, ValueError) as exc:
                 errors.append(f"session {index}: reading n back failed: {exc}")
                 lost[index] = committed
