@@ -392,27 +392,37 @@ def recv_frame(sock: socket.socket, max_bytes: int = MAX_CONTROL_FRAME_BYTES) ->
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if size > max_bytes:
         raise ProtocolError(f"frame of {size} bytes exceeds {max_bytes}")
+    return _decode(_recv_exact(sock, size))
+
+
+def _decode(body: bytes) -> Any:
     try:
-        return json.loads(_recv_exact(sock, size))
-    except ValueError as exc:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser's stack
         raise ProtocolError("frame is not JSON") from exc
 
 
 def recv_frame_with_fds(sock: socket.socket, max_fds: int) -> tuple[Any, list[int]]:
     """Read one frame whose first bytes may carry passed file descriptors (SCM_RIGHTS)."""
     head, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, max_fds)
-    if not head:
-        raise ProtocolError("channel closed")
-    if len(head) < _HEADER.size:
-        head += _recv_exact(sock, _HEADER.size - len(head))
-    (size,) = _HEADER.unpack(head)
-    if size > MAX_CONTROL_FRAME_BYTES:
-        raise ProtocolError(f"frame of {size} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
-    return json.loads(_recv_exact(sock, size)), list(fds)
+    try:
+        if not head:
+            raise ProtocolError("channel closed")
+        if len(head) < _HEADER.size:
+            head += _recv_exact(sock, _HEADER.size - len(head))
+        (size,) = _HEADER.unpack(head)
+        if size > MAX_CONTROL_FRAME_BYTES:
+            raise ProtocolError(f"frame of {size} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
+        return _decode(_recv_exact(sock, size)), list(fds)
+    except ProtocolError:
+        for fd in fds:  # a refused frame's descriptors are not kept open
+            os.close(fd)
+        raise
 
 
 class FrameReader:
-    """Incremental frame assembly for the parent's non-blocking poll loop."""
+    """Incremental frame assembly for the parent's non-blocking poll loop (every frame a
+    worker sends is a JSON object)."""
 
     __slots__ = ("_buffer", "_max_bytes")
 
@@ -435,7 +445,7 @@ class FrameReader:
             return None
         body = bytes(self._buffer[_HEADER.size : end])
         del self._buffer[:end]
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError("frame is not JSON") from exc
+        frame = _decode(body)
+        if not isinstance(frame, dict):  # a `null` frame would read as "no frame yet"
+            raise ProtocolError("frame is not a JSON object")
+        return frame

@@ -139,6 +139,9 @@ class FilesTransfer(_Model):
 
     files: list[SessionFileRef] = Field(default_factory=list)
     upload: PresignedPost | None = None
+    # False: `files` is only part of the stored set (over the session's file cap), so the
+    # worker must not delete the files it holds that are not listed.
+    complete: bool = True
 
 
 class InlineFile(_Model):

@@ -152,7 +152,11 @@ class DynamoTable:
     def __init__(self, table_name: str, endpoint_url: str = "") -> None:
         import boto3  # lazy: keeps the handler module cheap to import
 
-        self._client = boto3.client("dynamodb", endpoint_url=endpoint_url or None)
+        from lambdas.api.adapters.unreachable import translate_unreachable
+
+        self._client = translate_unreachable(
+            boto3.client("dynamodb", endpoint_url=endpoint_url or None)
+        )
         self._wire = _Wire()
         self._table = _TableOps(self._client, table_name, self._wire)
 

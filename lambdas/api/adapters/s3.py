@@ -24,10 +24,14 @@ class S3BlobStore:
 
         s3_config: Any = {"addressing_style": "path"} if endpoint_url else {}
         self._bucket = bucket
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            config=Config(signature_version="s3v4", s3=s3_config),
+        from lambdas.api.adapters.unreachable import translate_unreachable
+
+        self._client = translate_unreachable(
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                config=Config(signature_version="s3v4", s3=s3_config),
+            )
         )
 
     # --- presigning ---------------------------------------------------------------------------

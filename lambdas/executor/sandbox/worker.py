@@ -119,8 +119,7 @@ class Worker:
         self.workspace = ""
         self.package_cache = ""
         self.held_version: int | None = None
-        self.file_etags: dict[str, str] = {}
-        self.uploaded_prints: dict[str, workspace.Fingerprint] = {}
+        self.synced_files = workspace.SyncedFiles()
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
         self.pid = os.getpid()  # a process with another pid was forked by user code
@@ -311,7 +310,7 @@ class Worker:
             self.held_version = state["version"]
         files = inv.get("files")
         if files is not None:
-            self._sync_files(files["files"])
+            self._sync_files(files)
         for inline in inv.get("inline_files") or ():
             workspace.write_inline_file(self.workspace, inline["path"], inline["content_base64"])
         if inv.get("packages"):
@@ -340,33 +339,16 @@ class Worker:
         namespace.update(values)
         warnings.extend(problems)
 
-    def _sync_files(self, refs: list[dict[str, Any]]) -> bool:
-        downloaded = False
-        wanted = set()
-        for ref in refs:
-            relative = workspace.safe_relative_path(ref["path"])
-            wanted.add(relative)
-            target = os.path.join(self.workspace, relative)
-            if self.file_etags.get(relative) == ref["etag"] and os.path.isfile(target):
-                continue
-            uploaded = self.uploaded_prints.get(relative)
-            if uploaded is not None and uploaded[1] == ref["size"]:
-                with contextlib.suppress(OSError):
-                    info = os.stat(target, follow_symlinks=False)
-                    if (info.st_mtime_ns, info.st_size) == uploaded:
-                        self.file_etags[relative] = ref["etag"]
-                        continue
-            target = workspace.resolve_inside(self.workspace, relative)
+    def _sync_files(self, files: dict[str, Any]) -> bool:
+        """Make the workspace hold exactly the session's stored files (workspace.SyncedFiles)."""
+        plan = self.synced_files.plan(self.workspace, files["files"], files.get("complete", True))
+        for relative in plan.removals:
+            self.synced_files.remove(self.workspace, relative)
+        for ref in plan.downloads:
+            target = workspace.resolve_inside(self.workspace, ref["path"])
             transfer.download_to_file(ref["download_url"], target, limits.MAX_UPLOAD_BYTES)
-            self.file_etags[relative] = ref["etag"]
-            downloaded = True
-        # Files the session no longer has (deleted through the API) leave the workspace too.
-        for relative in set(self.file_etags) - wanted:
-            self.file_etags.pop(relative, None)
-            self.uploaded_prints.pop(relative, None)
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.workspace, relative))
-        return downloaded
+            self.synced_files.record(self.workspace, ref["path"], ref["etag"])
+        return bool(plan.downloads)
 
     def _run_cell(self, inv: dict[str, Any]) -> protocol.Cell:
         spec = inv["limits"]
@@ -495,19 +477,21 @@ class Worker:
                 except OSError:
                     continue
                 try:
-                    transfer.upload(
+                    etag = transfer.upload(
                         post,
                         post["key_prefix"] + relative,
                         fd,
                         size,
                         workspace.content_type(relative),
+                        checksum=not self.one_shot,
                     )
                 except transfer.TransferError as exc:
                     warnings.append(f"file {relative!r} was not saved: {exc}")
                     continue
                 finally:
                     os.close(fd)
-                self.uploaded_prints[relative] = after[relative]
+                if etag is not None:
+                    self.synced_files.record(self.workspace, relative, etag, after[relative])
             reported.append(
                 protocol.ReportedFile(
                     path=relative, size=size, content_type=workspace.content_type(relative)
