@@ -127,6 +127,27 @@ class Outcome:
     err: CappedBuffer | None = None
 
 
+class ExchangeObserver:
+    """Hooks for whoever watches a run while `exchange` waits on it (host/live.py): the cell
+    started after its transfers, the cell is done, and a tick at least every `wait_limit()`
+    seconds with the pipe buffers. This base class watches nothing."""
+
+    def wait_limit(self) -> float:
+        return float("inf")
+
+    def tick(self, out: CappedBuffer, err: CappedBuffer) -> None:
+        return None
+
+    def phase(self) -> None:
+        return None
+
+    def cell_done(self) -> None:
+        return None
+
+
+_NO_OBSERVER = ExchangeObserver()
+
+
 def _needs_prepare(inv: ExecutorInvocation) -> bool:
     return (
         bool(inv.files and inv.files.files)
@@ -137,7 +158,11 @@ def _needs_prepare(inv: ExecutorInvocation) -> bool:
 
 
 def exchange(
-    worker: WorkerHandle, inv: ExecutorInvocation, payload: bytes, hard_deadline: float
+    worker: WorkerHandle,
+    inv: ExecutorInvocation,
+    payload: bytes,
+    hard_deadline: float,
+    observer: ExchangeObserver = _NO_OBSERVER,
 ) -> Outcome:
     """Send one run request and wait for its outcome; `hard_deadline` (monotonic) caps it all."""
     spec = inv.limits
@@ -176,7 +201,9 @@ def exchange(
             outcome.kind = OutcomeKind.TIMEOUT
             drain(worker, buffers)
             return outcome
-        for fd, _mask in poller.poll(remaining * 1000 + 1):
+        observer.tick(out, err)
+        wait = min(remaining, observer.wait_limit())
+        for fd, _mask in poller.poll(wait * 1000 + 1):
             if fd == worker.pid_fd:
                 # Dead, though a descendant may keep the socket open: take what is queued.
                 reader.feed(_recv_queued(sock))
@@ -210,7 +237,9 @@ def exchange(
                     message = protocol.parse_worker_frame(frame, spec.stream_bytes)
                     if isinstance(message, protocol.PhaseFrame):
                         deadline = min(time.monotonic() + timeout_s, hard)
+                        observer.phase()
                     elif isinstance(message, protocol.SavingFrame):
+                        observer.cell_done()
                         outcome.cell = message.cell
                         deadline = min(time.monotonic() + SAVE_BUDGET_S, hard)
                     elif isinstance(message, protocol.PartialFrame) and asked_for_partial:
@@ -219,6 +248,7 @@ def exchange(
                         drain(worker, buffers)
                         return outcome
                     elif isinstance(message, protocol.ResultFrame):
+                        observer.cell_done()
                         outcome.kind = OutcomeKind.RESULT
                         outcome.final = message
                         drain(worker, buffers)

@@ -102,7 +102,14 @@ def _multipart(
     return boundary, len(head) + size + len(tail), body()
 
 
-def upload(post: dict[str, Any], key: str, content: Content, size: int, content_type: str) -> None:
+def upload(
+    post: dict[str, Any],
+    key: str,
+    content: Content,
+    size: int,
+    content_type: str,
+    timeout: float = HTTP_TIMEOUT_SECONDS,
+) -> None:
     """POST `content` (`size` bytes) under `key` with a presigned POST."""
     fields = dict(post["fields"])
     fields["key"] = key
@@ -119,7 +126,7 @@ def upload(post: dict[str, Any], key: str, content: Content, size: int, content_
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = response.status
     except Exception as exc:
         raise TransferError(f"upload failed: {type(exc).__name__}") from exc
