@@ -21,7 +21,7 @@ ERROR_RESPONSES: dict[int, Any] = {
         (400, "Invalid request (INVALID_REQUEST, PACKAGE_NOT_ALLOWED, INVALID_PATH)"),
         (401, "Missing API key (UNAUTHORIZED)"),
         (404, "Not found (SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, FILE_NOT_FOUND)"),
-        (409, "Session busy or full (SESSION_BUSY, TOO_MANY_FILES)"),
+        (409, "Conflict (SESSION_BUSY, TOO_MANY_FILES, EXECUTION_FINISHED)"),
         (413, "Payload too large (PAYLOAD_TOO_LARGE)"),
         (429, "Too many requests or quota exhausted (RATE_LIMITED, QUOTA_EXCEEDED)"),
         (500, "Internal error (INTERNAL)"),
