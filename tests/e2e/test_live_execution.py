@@ -1,10 +1,14 @@
 """Live execution through the local stack over real HTTP: output visible while a cell runs (at
 most about a second behind it, streams in order), interrupts that keep the session's state,
-forks that copy a session and then diverge, and the receipt of every run."""
+forks that copy a session and then diverge, the receipt of every run; and the clients: SDK
+callbacks while the run goes, `lci run` printing as it goes with Ctrl-C interrupting."""
 
 from __future__ import annotations
 
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import TargetStack
+from .conftest import REPO_ROOT, TargetStack
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +194,73 @@ def test_every_run_has_a_plausible_receipt(http: httpx.Client) -> None:
     assert usage["peak_memory_mb"] >= 30
     assert usage["cpu_ms"] >= 250
     assert usage["wall_ms"] >= 450 and usage["wall_ms"] <= result["duration_ms"]
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+def test_the_sdk_calls_back_with_output_while_the_run_goes(local_stack: TargetStack) -> None:
+    from lci import Client
+
+    with Client(local_stack.endpoint, local_stack.keys[0], timeout=120) as client:
+        session = client.create_session().session_id
+        seen: list[tuple[float, str]] = []
+        started = time.monotonic()
+        result = client.execute(
+            "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(1)\n",
+            session_id=session,
+            on_stdout=lambda text: seen.append((time.monotonic(), text)),
+        )
+        ended = time.monotonic()
+        assert result.success and result.usage is not None
+        assert "".join(text for _, text in seen) == "0\n1\n2\n" == result.stdout
+        assert seen[0][0] - started < ended - started - 1.5  # the first line came early
+        forked = client.fork_session(session)
+        assert forked.session_id != session
+
+
+def _lci_process(local_stack: TargetStack, *args: str) -> subprocess.Popen[str]:
+    env = {
+        "PATH": local_stack.env()["PATH"],
+        "PYTHONPATH": str(REPO_ROOT / "client"),
+        "LCI_ENDPOINT": local_stack.endpoint,
+        "LCI_API_KEY": local_stack.keys[0],
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "lci.cli", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_lci_run_prints_as_it_goes_and_ctrl_c_interrupts_keeping_state(
+    local_stack: TargetStack, http: httpx.Client
+) -> None:
+    sid = _session(http)
+    process = _lci_process(local_stack, "run", "-", "--session", sid, "--timeout", "60")
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(
+        "import time\nbefore = 1\nprint('ready', flush=True)\n"
+        "for step in range(100000):\n    time.sleep(0.01)\n"
+    )
+    process.stdin.close()
+    try:
+        assert process.stdout.readline() == "ready\n"  # printed while the cell still runs
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert process.stderr is not None
+        err = process.stderr.read()
+    finally:
+        process.kill()
+    assert process.returncode == 1, err  # the code ran and was interrupted
+    assert "interrupting" in err and "KeyboardInterrupt" in err
+    after = _run(http, sid, "print(before, step > 0)")
+    assert after["stdout"] == "1 True\n", after
+    forked = _lci_process(local_stack, "session", "fork", sid)
+    out, err = forked.communicate(timeout=60)
+    assert forked.returncode == 0, err
+    assert _run(http, out.strip(), "print(before)")["stdout"] == "1\n"
