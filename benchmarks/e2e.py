@@ -8,8 +8,11 @@ Starts `python -m local` on a free loopback port and measures
   environment process -> executor: p50 / p95 over >= 200 runs after warm-up;
 - a bounded load run: 16 concurrent sessions for 60 s (`--load-seconds`), each cell checking
   that its session counter advanced by exactly one (nothing lost, nothing run twice).
+- first_output_latency_ms: time from a cell's first print to a client polling
+  `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that).
 With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "load_exec_per_s",
-"load_errors"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms, 0 errors.
+"load_errors", "first_output_latency_ms"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms,
+0 errors, running output <= 1 s behind the code.
 """
 
 from __future__ import annotations
@@ -108,6 +111,32 @@ def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
         "max": max(samples),
         "health_p50": statistics.median(health),
     }
+
+
+FIRST_OUTPUT_CELL = "import time\nprint(time.time(), flush=True)\ntime.sleep(2)\n"
+FIRST_OUTPUT_POLL_SECONDS = 0.05
+
+
+def measure_first_output(endpoint: str, runs: int) -> dict[str, float]:
+    """Time from a cell's first print (its own clock, the same machine's) to a client polling
+    `GET /v1/executions/{id}` every 50 ms seeing it, in a warm session: p50 over `runs`."""
+    samples = []
+    with Client(endpoint, API_KEY) as client:
+        session = client.create_session().session_id
+        client.execute("1", session_id=session)
+        for _ in range(runs):
+            run = client.start(FIRST_OUTPUT_CELL, session_id=session)
+            while True:
+                view = client.get_execution(run.execution_id)
+                if view.stdout:
+                    samples.append((time.time() - float(view.stdout.split()[0])) * 1000)
+                    break
+                if not view.running:
+                    raise RuntimeError(f"the run ended before its output was seen: {view.raw}")
+                time.sleep(FIRST_OUTPUT_POLL_SECONDS)
+            run.wait()
+        client.delete_session(session)
+    return {"p50": statistics.median(samples), "max": max(samples), "runs": len(samples)}
 
 
 def run_load(endpoint: str, sessions: int, seconds: float) -> dict[str, float]:
@@ -265,6 +294,12 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="only time the layers of one run (means)"
     )
+    parser.add_argument(
+        "--first-output-only",
+        action="store_true",
+        help="only measure first_output_latency_ms (a print seen by a polling client)",
+    )
+    parser.add_argument("--first-output-runs", type=int, default=10)
     args = parser.parse_args()
     if args.breakdown:
         parts = breakdown(args.runs, args.warmup)
@@ -277,6 +312,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as tmp_dir:
         process, endpoint, startup = start_stack(tmp_dir)
         try:
+            first_output = measure_first_output(endpoint, args.first_output_runs)
+            if args.first_output_only:
+                print(
+                    f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+                    f"max {first_output['max']:.0f} ms  ({first_output['runs']:.0f} runs)"
+                )
+                if args.json:
+                    print(json.dumps({"first_output_latency_ms": round(first_output["p50"])}))
+                return 0
             latency = measure_latency(endpoint, args.runs, args.warmup)
             load = run_load(endpoint, args.load_sessions, args.load_seconds)
         finally:
@@ -293,6 +337,10 @@ def main() -> int:
         f"  max {latency['max']:.1f} ms  ({args.runs} runs after {args.warmup} warm-up)"
     )
     print(
+        f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+        f"max {first_output['max']:.0f} ms"
+    )
+    print(
         f"load: {args.load_sessions} sessions x {args.load_seconds:.0f} s  "
         f"{load['exec_per_s']:.1f} exec/s  {load['runs']:.0f} runs  {load['errors']:.0f} errors"
     )
@@ -304,6 +352,7 @@ def main() -> int:
                     "e2e_p95_ms": round(latency["p95"], 2),
                     "load_exec_per_s": round(load["exec_per_s"], 1),
                     "load_errors": int(load["errors"]),
+                    "first_output_latency_ms": round(first_output["p50"]),
                 }
             )
         )
