@@ -64,6 +64,8 @@ LIVE_BASE_EVERY: Final = 8  # every 8th chunk repeats all output so far: a reade
 MAX_LIVE_CHUNKS: Final = 2000  # per run (300 s at two a second, with room for a few retries)
 MAX_LIVE_CHUNK_BYTES: Final = 4 * 1024 * 1024  # the presigned POST's content-length-range
 MAX_LIVE_DISPLAY_BYTES: Final = 512 * 1024  # rich outputs shown while running, all together
+# A running execution's answer, encoded as API Gateway's proxy sends it: under Lambda's 6 MB.
+MAX_LIVE_VIEW_BYTES: Final = 4 * 1024 * 1024
 
 # Usage quotas per principal and calendar month (UTC); 0 means unlimited
 DEFAULT_QUOTA_EXECUTIONS: Final = 100_000

@@ -160,3 +160,30 @@ def test_a_fork_keeps_notebook_outputs_stored_in_s3_after_the_parent_goes(
     assert api.delete(f"/v1/sessions/{parent}").status == 204
     cells = api.get(f"/v1/sessions/{child}/notebook").json()["cells"]
     assert len(cells) == 1 and cells[0]["outputs"][0]["text"] == big
+
+
+def test_a_running_view_fits_one_proxy_response_whatever_it_printed(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    import json
+
+    sid = api.new_session()
+    fake_executor.block()
+    execution_id = api.post(f"/v1/sessions/{sid}/execute", {"code": "x", "wait": False}).json()[
+        "execution_id"
+    ]
+    quotes = '"\\' * (limits.MAX_STREAM_BYTES // 2)  # every character escaped, twice over
+    _put_chunk(
+        execution_id,
+        0,
+        True,
+        stdout=quotes,
+        stderr="",
+        outputs=[{"output_type": "stream", "name": "stdout", "text": quotes}],
+    )
+    response = api.get(f"/v1/executions/{execution_id}")
+    running = response.json()
+    assert len(json.dumps(response.text)) <= limits.MAX_LIVE_VIEW_BYTES
+    assert running["stdout_truncated"] is True and running["stdout"].startswith('"\\"\\')
+    fake_executor.release.set()
+    _wait_finished(api, execution_id)

@@ -51,6 +51,33 @@ def live_channel(blobs: BlobStore, execution_id: str, timeout_ms: int) -> LiveCh
     )
 
 
+def _fitted_view(chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The chunks folded with a finished result's caps, or with smaller ones (rich outputs
+    first, then the streams' heads) until the answer fits `MAX_LIVE_VIEW_BYTES` as API
+    Gateway's proxy encodes it (JSON text inside JSON: escapes count twice)."""
+    stream_cap, display_cap = limits.MAX_STREAM_BYTES, limits.MAX_LIVE_DISPLAY_BYTES
+    while True:
+        folded, usage = live.fold(chunks, stream_cap=stream_cap, display_cap=display_cap)
+        fields = folded.fields()
+        if stream_cap <= 1024 or _proxy_size(fields) <= limits.MAX_LIVE_VIEW_BYTES:
+            return fields, usage
+        if display_cap:
+            display_cap = 0
+        else:
+            stream_cap //= 2  # a cut stream says so: `*_truncated`
+
+
+def _proxy_size(fields: dict[str, Any]) -> int:
+    texts = [fields["stdout"], fields["stderr"]] + [
+        str(output.get("text", "")) for output in fields["outputs"]
+    ]
+    rough = sum(len(text) for text in texts)
+    # JSON escapes a character to at most 6, and the proxy's encoding doubles that again.
+    if rough * 12 + limits.MAX_LIVE_DISPLAY_BYTES * 2 < limits.MAX_LIVE_VIEW_BYTES:
+        return rough
+    return len(json.dumps(json.dumps(fields)))
+
+
 class LiveService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -71,14 +98,10 @@ class LiveService:
         except Exception:
             logger.exception("reading the output of execution %s failed", result.execution_id)
             return result
-        if not documents or any(document is None for document in documents):
+        chunks = [document for document in documents if document is not None]
+        if not chunks or len(chunks) < len(documents):
             return result
-        folded, usage = live.fold(
-            [document for document in documents if document is not None],
-            stream_cap=limits.MAX_STREAM_BYTES,
-            display_cap=limits.MAX_LIVE_DISPLAY_BYTES,
-        )
-        update: dict[str, Any] = folded.fields()
+        update, usage = _fitted_view(chunks)
         with contextlib.suppress(ValidationError):
             update["usage"] = ExecutionUsage.model_validate(usage or {})
         return result.model_copy(update=update)
