@@ -130,7 +130,11 @@ class Engine:
             PresignedS3Transport(inv.live) if inv.live is not None else None,
         )
         monitor.started()
-        outcome = exchange(worker, inv, payload, hard_deadline, monitor)
+        try:
+            outcome = exchange(worker, inv, payload, hard_deadline, monitor)
+        except BaseException:
+            monitor.abandon()  # no upload or poll may outlive the invocation
+            raise
         monitor.finish(outcome.out, outcome.err)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         status = None

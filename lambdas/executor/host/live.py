@@ -418,6 +418,13 @@ class RunMonitor(ExchangeObserver):
                 self._transport.publish(name, body)
         return self.meter.sample()
 
+    def abandon(self) -> None:
+        """The exchange failed: stop the uploads and polls, publish nothing more."""
+        self._cell_running = False
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
+
     def apply(self, response: dict[str, Any], crash_status: list[Any] | None = None) -> None:
         """The receipt into the executor's response, and `interrupted` for a cell stopped by an
         interrupt request (its KeyboardInterrupt is the error; state was saved as usual)."""
