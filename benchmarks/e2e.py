@@ -9,10 +9,12 @@ Starts `python -m local` on a free loopback port and measures
 - a bounded load run: 16 concurrent sessions for 60 s (`--load-seconds`; a few seconds make a
   smoke check), each cell checking that its session counter advanced by exactly one, and at
   the end each session's counter read back against the runs its client saw committed
-  (`lost`: committed runs the session no longer shows; `extra`: runs counted twice).
+  (`lost`: committed runs the session no longer shows; `extra`: runs counted twice);
+- first_output_latency_ms: time from a cell's first print to a client polling
+  `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that).
 With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "load_exec_per_s",
-"load_errors", "load_runs", "load_lost", "load_extra"}`. Targets (SPEC §6): p50 <= 30 ms,
-p95 <= 60 ms, 0 errors, 0 lost.
+"load_errors", "load_runs", "load_lost", "load_extra", "first_output_latency_ms"}`. Targets
+(SPEC §6): p50 <= 30 ms, p95 <= 60 ms, 0 errors, 0 lost, running output <= 1 s behind the code.
 """
 
 from __future__ import annotations
@@ -111,6 +113,32 @@ def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
         "max": max(samples),
         "health_p50": statistics.median(health),
     }
+
+
+FIRST_OUTPUT_CELL = "import time\nprint(time.time(), flush=True)\ntime.sleep(2)\n"
+FIRST_OUTPUT_POLL_SECONDS = 0.05
+
+
+def measure_first_output(endpoint: str, runs: int) -> dict[str, float]:
+    """Time from a cell's first print (its own clock, the same machine's) to a client polling
+    `GET /v1/executions/{id}` every 50 ms seeing it, in a warm session: p50 over `runs`."""
+    samples = []
+    with Client(endpoint, API_KEY) as client:
+        session = client.create_session().session_id
+        client.execute("1", session_id=session)
+        for _ in range(runs):
+            run = client.start(FIRST_OUTPUT_CELL, session_id=session)
+            while True:
+                view = client.get_execution(run.execution_id)
+                if view.stdout:
+                    samples.append((time.time() - float(view.stdout.split()[0])) * 1000)
+                    break
+                if not view.running:
+                    raise RuntimeError(f"the run ended before its output was seen: {view.raw}")
+                time.sleep(FIRST_OUTPUT_POLL_SECONDS)
+            run.wait()
+        client.delete_session(session)
+    return {"p50": statistics.median(samples), "max": max(samples), "runs": len(samples)}
 
 
 def run_load(
@@ -296,6 +324,12 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="only time the layers of one run (means)"
     )
+    parser.add_argument(
+        "--first-output-only",
+        action="store_true",
+        help="only measure first_output_latency_ms (a print seen by a polling client)",
+    )
+    parser.add_argument("--first-output-runs", type=int, default=10)
     args = parser.parse_args()
     if args.breakdown:
         parts = breakdown(args.runs, args.warmup)
@@ -308,6 +342,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as tmp_dir:
         process, endpoint, startup = start_stack(tmp_dir)
         try:
+            first_output = measure_first_output(endpoint, args.first_output_runs)
+            if args.first_output_only:
+                print(
+                    f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+                    f"max {first_output['max']:.0f} ms  ({first_output['runs']:.0f} runs)"
+                )
+                if args.json:
+                    print(json.dumps({"first_output_latency_ms": round(first_output["p50"])}))
+                return 0
             latency = measure_latency(endpoint, args.runs, args.warmup)
             load = run_load(endpoint, args.load_sessions, args.load_seconds)
         finally:
@@ -322,6 +365,10 @@ def main() -> int:
     print(
         f"print(2+2) in a session       p50 {latency['p50']:.2f} ms  p95 {latency['p95']:.2f} ms"
         f"  max {latency['max']:.1f} ms  ({args.runs} runs after {args.warmup} warm-up)"
+    )
+    print(
+        f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+        f"max {first_output['max']:.0f} ms"
     )
     print(
         f"load: {args.load_sessions} sessions x {args.load_seconds:.0f} s  "
@@ -339,6 +386,7 @@ def main() -> int:
                     "load_runs": int(load["runs"]),
                     "load_lost": int(load["lost"]),
                     "load_extra": int(load["extra"]),
+                    "first_output_latency_ms": round(first_output["p50"]),
                 }
             )
         )

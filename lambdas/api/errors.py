@@ -81,6 +81,10 @@ class SessionBusy(ApiError):
     default_message = "the session is running another execution; retry when it has finished"
 
 
+class ExecutionFinished(ApiError):
+    default_message = "the execution has finished; there is nothing to interrupt"
+
+
 class TooManyFiles(ApiError):
     default_message = "the session holds the most files it may; delete some to make room"
 
@@ -126,6 +130,7 @@ ERROR_REGISTRY: dict[type[ApiError], tuple[int, str]] = {
     FileNotFound: (404, "FILE_NOT_FOUND"),
     MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
     SessionBusy: (409, "SESSION_BUSY"),
+    ExecutionFinished: (409, "EXECUTION_FINISHED"),
     TooManyFiles: (409, "TOO_MANY_FILES"),
     PayloadTooLarge: (413, "PAYLOAD_TOO_LARGE"),
     RateLimited: (429, "RATE_LIMITED"),

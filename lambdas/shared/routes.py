@@ -34,6 +34,8 @@ DELETE_SESSION = Route("DELETE", "/v1/sessions/{session_id}")
 EXECUTE_IN_SESSION = Route("POST", "/v1/sessions/{session_id}/execute", body_model="Execute")
 EXECUTE_ONE_SHOT = Route("POST", "/v1/execute", body_model="Execute")
 GET_EXECUTION = Route("GET", "/v1/executions/{execution_id}")
+INTERRUPT_EXECUTION = Route("POST", "/v1/executions/{execution_id}/interrupt")
+FORK_SESSION = Route("POST", "/v1/sessions/{session_id}/fork")
 CREATE_UPLOAD = Route("POST", "/v1/sessions/{session_id}/files", body_model="FileUpload")
 LIST_FILES = Route("GET", "/v1/sessions/{session_id}/files")
 GET_FILE = Route("GET", "/v1/sessions/{session_id}/files/{path+}")
@@ -51,6 +53,8 @@ ROUTES: tuple[Route, ...] = (
     EXECUTE_IN_SESSION,
     EXECUTE_ONE_SHOT,
     GET_EXECUTION,
+    INTERRUPT_EXECUTION,
+    FORK_SESSION,
     CREATE_UPLOAD,
     LIST_FILES,
     GET_FILE,

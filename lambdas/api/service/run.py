@@ -22,6 +22,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
+from lambdas.api.service.live import live_channel
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
@@ -283,6 +284,7 @@ class RunService:
                 index_url=settings.WHEELHOUSE_URL or None,
                 allow_pypi=settings.NETWORK_MODE == "internet",
             ),
+            live=live_channel(blobs, job.execution_id, job.timeout_ms),
         )
         return invocation, unsynced_files
 

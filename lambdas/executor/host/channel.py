@@ -150,6 +150,27 @@ class Outcome:
     phase: Phase = Phase.RUN  # the phase the run ended in
 
 
+class ExchangeObserver:
+    """Hooks for whoever watches a run while `exchange` waits on it (host/live.py): the cell
+    started after its transfers, the cell is done, and a tick at least every `wait_limit()`
+    seconds with the pipe buffers. This base class watches nothing."""
+
+    def wait_limit(self) -> float:
+        return float("inf")
+
+    def tick(self, out: CappedBuffer, err: CappedBuffer) -> None:
+        return None
+
+    def phase(self) -> None:
+        return None
+
+    def cell_done(self) -> None:
+        return None
+
+
+_NO_OBSERVER = ExchangeObserver()
+
+
 def needs_prepare(inv: ExecutorInvocation) -> bool:
     """Whether the worker may transfer something before the cell: it then announces the cell's
     start, so the transfers get PREPARE_BUDGET_S and never eat into (or extend) the timeout."""
@@ -168,6 +189,7 @@ def exchange(
     hard_deadline: float,
     prepares: bool = False,
     run_id: str = "",
+    observer: ExchangeObserver = _NO_OBSERVER,
 ) -> Outcome:
     """Send one run request and wait for its outcome; `hard_deadline` (monotonic) caps it all.
     `prepares`: the request asked the worker to announce the cell's start (`needs_prepare`);
@@ -209,7 +231,9 @@ def exchange(
             outcome.kind = OutcomeKind.TIMEOUT
             drain(worker, buffers)
             return outcome
-        for fd, _mask in poller.poll(remaining * 1000 + 1):
+        observer.tick(out, err)
+        wait = min(remaining, observer.wait_limit())
+        for fd, _mask in poller.poll(wait * 1000 + 1):
             if fd == worker.pid_fd:
                 # Dead, though a descendant may keep the socket open: take what is queued.
                 reader.feed(_recv_queued(sock, worker.pid))
@@ -251,9 +275,11 @@ def exchange(
                     elif isinstance(message, protocol.PhaseFrame):
                         if outcome.phase == Phase.PREPARE:
                             outcome.phase = Phase.RUN
+                            observer.phase()
                             deadline = min(time.monotonic() + timeout_s, hard)
                     elif isinstance(message, protocol.SavingFrame):
                         if outcome.phase != Phase.SAVE:
+                            observer.cell_done()
                             outcome.cell, outcome.phase = message.cell, Phase.SAVE
                             deadline = min(time.monotonic() + SAVE_BUDGET_S, hard)
                     elif isinstance(message, protocol.PartialFrame) and asked_for_partial:
@@ -262,6 +288,7 @@ def exchange(
                         drain(worker, buffers)
                         return outcome
                     elif isinstance(message, protocol.ResultFrame):
+                        observer.cell_done()
                         outcome.kind = OutcomeKind.RESULT
                         outcome.final = message
                         drain(worker, buffers)

@@ -94,8 +94,8 @@ class CellCapture:
         self.memory_error = False
         self.warnings: list[str] = []
         self._open_stream: dict[str, Any] | None = None
-        # protocol.OutputMirror of the worker: kept stream text also lands where the parent
-        # can read it if the worker dies before answering.
+        # protocol.OutputMirror of the worker: kept stream text (and displays) also land where
+        # the parent can read them while the cell runs, or if the worker dies before answering.
         self.mirror: Any = None
 
     def add_stream(self, name: str, text: str) -> None:
@@ -142,9 +142,14 @@ class CellCapture:
         if not self._fits(data):
             return
         self._open_stream = None
-        self.outputs.append(
-            {"output_type": "display_data", "data": data, "metadata": mime.clean_metadata(metadata)}
-        )
+        output = {
+            "output_type": "display_data",
+            "data": data,
+            "metadata": mime.clean_metadata(metadata),
+        }
+        self.outputs.append(output)
+        if self.mirror is not None:
+            self.mirror.append_display(output)
 
     def set_result(self, data: dict[str, Any], metadata: dict[str, Any], count: int) -> None:
         data = mime.clean_bundle(data)
@@ -172,6 +177,8 @@ class CellCapture:
     def clear(self) -> None:
         self.outputs.clear()
         self._open_stream = None
+        if self.mirror is not None:
+            self.mirror.append_clear()
 
     def finished_outputs(self) -> list[dict[str, Any]]:
         for output in self.outputs:

@@ -117,6 +117,7 @@ def upload(
     size: int,
     content_type: str,
     checksum: bool = False,
+    timeout: float = HTTP_TIMEOUT_SECONDS,
 ) -> str | None:
     """POST `content` (`size` bytes) under `key` with a presigned POST.
 
@@ -140,7 +141,7 @@ def upload(
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = response.status
             answered_etag = response.headers.get("ETag")
     except Exception as exc:

@@ -102,6 +102,33 @@ def _reap_children() -> set[int]:
         reaped.add(pid)
 
 
+def _interrupt_outside_cell(signum: int, frame: Any) -> None:
+    """SIGINT between cells (transfers, saving) is dropped: the parent asks again while the
+    cell it meant still runs."""
+
+
+def _accept_interrupts(accept: bool) -> None:
+    """SIGINT from the parent (an interrupt requested through the API) reaches a running cell as
+    KeyboardInterrupt, as in Jupyter (Python's own handler: no frame of ours in the traceback);
+    the cell fails and its namespace is kept and saved. A handler the cell set stays."""
+    current = signal.getsignal(signal.SIGINT)
+    if accept and current is _interrupt_outside_cell:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    elif not accept and current is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt_outside_cell)
+
+
+def _stop_accepting_interrupts() -> None:
+    """After the cell: an interrupt that arrives while the handler is swapped back is the
+    cell's (raised here, dropped), never the saving's."""
+    while True:
+        try:
+            _accept_interrupts(False)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 class PackageError(Exception):
     """A requested package could not be installed (the message is meant for the user)."""
 
@@ -365,7 +392,11 @@ class Worker:
         try:
             reset_cpu_limit(spec["cpu_seconds"])
             self.in_cell = True
-            kernel.run_cell(self.shell, inv["code"], inv["execution_count"])
+            try:
+                _accept_interrupts(True)
+                kernel.run_cell(self.shell, inv["code"], inv["execution_count"])
+            finally:
+                _stop_accepting_interrupts()
         except MemoryError:
             capture.memory_error = True
             capture.set_error("MemoryError", "", [])
@@ -507,6 +538,7 @@ def serve(
     worker = Worker(sock, shell, mirror)
     signal.signal(signal.SIGUSR1, worker.send_partial)
     os.register_at_fork(after_in_child=worker.forked_by_user_code)
+    signal.signal(signal.SIGINT, _interrupt_outside_cell)
     if warm:
         # A spare worker forked ahead of need: pay the first-cell costs (copy-on-write page
         # faults in the shell's machinery) now, while nobody waits for it.
