@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from lambdas.executor import protocol
-from lambdas.executor.host import channel, engine, results
+from lambdas.executor.host import channel, engine, frames, results
 from lambdas.executor.sandbox import heap, kernel, snapshot, workspace
 from lambdas.shared.models import ExecutorResponse
 from tests.conftest import REPO_ROOT
@@ -173,15 +173,15 @@ def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
         "error": {"name": 5, "traceback": "nope"},
         "warnings": ["w", 3],
     }
-    frame = protocol.parse_worker_frame({"kind": "saving", "cell": hostile}, stream_cap=10)
-    assert isinstance(frame, protocol.SavingFrame)
+    frame = frames.parse_worker_frame({"kind": "saving", "cell": hostile}, stream_cap=10)
+    assert isinstance(frame, frames.SavingFrame)
     cell = frame.cell.model_dump()
     assert cell["status"] == "error"
     assert cell["stdout"] == "x" * 10 and cell["stdout_truncated"] is True
     assert cell["result"] is None and len(cell["outputs"]) == 1
     assert cell["error"] == {"name": "5", "value": "", "traceback": []}
     assert cell["warnings"] == ["w"]
-    final = protocol.parse_worker_frame(
+    final = frames.parse_worker_frame(
         {
             "kind": "result",
             "files": [{"path": "../../etc/passwd", "size": 1}, {"path": "ok.txt", "size": 2}],
@@ -189,12 +189,53 @@ def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
             "restored": [],
         }
     )
-    assert isinstance(final, protocol.ResultFrame)
+    assert isinstance(final, frames.ResultFrame)
     assert [item.path for item in final.files] == ["ok.txt"]
     assert final.state.size == 0 and [v.name for v in final.state.variables] == ["x"]
     assert final.restored is False
-    assert protocol.parse_worker_frame(["not", "a", "frame"]) is None
-    assert protocol.parse_worker_frame({"kind": "unknown"}) is None
+    assert frames.parse_worker_frame(["not", "a", "frame"]) is None
+    assert frames.parse_worker_frame({"kind": "unknown"}) is None
+
+
+def test_the_host_models_validate_exactly_the_shapes_the_worker_builds() -> None:
+    # protocol.py's typed dicts (built by the worker) and host/frames.py's models (validating
+    # them in the parent) describe the same frames: a field added to one must reach the other.
+    pairs = [
+        (protocol.Cell, frames.Cell),
+        (protocol.CellError, frames.CellError),
+        (protocol.Variable, frames.Variable),
+        (protocol.StateReport, frames.StateReport),
+        (protocol.PhaseFrame, frames.PhaseFrame),
+        (protocol.SavingFrame, frames.SavingFrame),
+        (protocol.PartialFrame, frames.PartialFrame),
+        (protocol.ResultFrame, frames.ResultFrame),
+    ]
+    for shape, model in pairs:
+        assert set(shape.__annotations__) == set(model.model_fields), shape.__name__
+    # The parent fills in download_url; the worker never sends one.
+    assert set(protocol.ReportedFile.__annotations__) == set(frames.ReportedFile.model_fields) - {
+        "download_url"
+    }
+    failed = frames.Cell.model_validate(protocol.failed_cell("Boom", "it broke"))
+    assert failed.model_dump() == frames.Cell.failed("Boom", "it broke").model_dump()
+
+
+def test_the_sandbox_never_imports_pydantic() -> None:
+    # ~0.15 s of every new environment's start: the zygote and its workers build plain dicts.
+    code = (
+        "import sys\n"
+        "from lambdas.executor.sandbox import zygote, worker, kernel\n"
+        "print([name for name in sys.modules if name.split('.')[0] == 'pydantic'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_fd_output_merges_after_the_captured_stream_within_the_cap() -> None:

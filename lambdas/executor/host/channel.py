@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from lambdas.executor import protocol
+from lambdas.executor.host import frames
 from lambdas.shared.models import ExecutorInvocation
 
 # Budgets around the user's timeout: state/file/package transfers before and after the cell.
@@ -118,10 +119,10 @@ class OutcomeKind(StrEnum):
 @dataclass
 class Outcome:
     kind: OutcomeKind
-    final: protocol.ResultFrame | None = None
-    cell: protocol.Cell | None = None  # sent before saving: the run itself finished
+    final: frames.ResultFrame | None = None
+    cell: frames.Cell | None = None  # sent before saving: the run itself finished
     detail: str = ""
-    partial: protocol.Cell | None = None  # what a timed-out cell had printed
+    partial: frames.Cell | None = None  # what a timed-out cell had printed
     frame_bytes: int = 0
     out: CappedBuffer | None = None
     err: CappedBuffer | None = None
@@ -182,10 +183,10 @@ def exchange(
                 reader.feed(_recv_queued(sock))
                 frame = reader.pop()
                 while frame is not None:
-                    message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                    if isinstance(message, protocol.ResultFrame):
+                    message = frames.parse_worker_frame(frame, spec.stream_bytes)
+                    if isinstance(message, frames.ResultFrame):
                         outcome.kind, outcome.final = OutcomeKind.RESULT, message
-                    elif isinstance(message, protocol.SavingFrame):
+                    elif isinstance(message, frames.SavingFrame):
                         outcome.cell = message.cell
                     frame = reader.pop()
                 drain(worker, buffers)
@@ -207,18 +208,18 @@ def exchange(
             try:
                 frame = reader.pop()
                 while frame is not None:
-                    message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                    if isinstance(message, protocol.PhaseFrame):
+                    message = frames.parse_worker_frame(frame, spec.stream_bytes)
+                    if isinstance(message, frames.PhaseFrame):
                         deadline = min(time.monotonic() + timeout_s, hard)
-                    elif isinstance(message, protocol.SavingFrame):
+                    elif isinstance(message, frames.SavingFrame):
                         outcome.cell = message.cell
                         deadline = min(time.monotonic() + SAVE_BUDGET_S, hard)
-                    elif isinstance(message, protocol.PartialFrame) and asked_for_partial:
+                    elif isinstance(message, frames.PartialFrame) and asked_for_partial:
                         outcome.partial = message.cell
                         outcome.kind = OutcomeKind.TIMEOUT
                         drain(worker, buffers)
                         return outcome
-                    elif isinstance(message, protocol.ResultFrame):
+                    elif isinstance(message, frames.ResultFrame):
                         outcome.kind = OutcomeKind.RESULT
                         outcome.final = message
                         drain(worker, buffers)

@@ -49,6 +49,18 @@ class Engine:
     def _ensure_zygote(self) -> bool:
         return self._pool.ensure_zygote()
 
+    def wait_until_preloaded(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the zygote has its data stack preloaded and its memory shaped (it is
+        ready to fork before that; tests and benchmarks compare both); False on timeout."""
+        with self._lock:
+            return self._pool.wait_until_preloaded(timeout_s)
+
+    @property
+    def preload_report(self) -> dict[str, Any] | None:
+        """What the zygote said when its preload completed (None until then)."""
+        zygote = self._pool.zygote
+        return zygote.preload_report if zygote is not None else None
+
     def shutdown(self) -> None:
         with self._lock:
             self._pool.shutdown()
@@ -108,12 +120,13 @@ class Engine:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
         request = protocol.RunRequest(
+            op="run",
             one_shot=inv.session_id is None,
             inv=inv.model_dump(mode="json"),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
         )
-        payload = protocol.encode_model(request)
+        payload = protocol.encode_frame(request)
         outcome = exchange(worker, inv, payload, hard_deadline)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:

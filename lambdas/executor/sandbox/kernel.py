@@ -8,7 +8,6 @@ data, the execute_result and the error. Nothing here talks to the parent.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import io
 import os
 import re
@@ -406,9 +405,8 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     shell.display_pub = _CapturingDisplayPublisher(shell=shell)
     shell.displayhook = _CapturingDisplayHook(shell=shell)
     shell.display_trap.hook = shell.displayhook
-    # matplotlib missing or broken: plots are simply not captured.
-    with contextlib.suppress(Exception):
-        shell.enable_matplotlib("inline")
+    # Inline plots: the zygote enables them once matplotlib is preloaded; a worker forked
+    # before that gets them from MPLBACKEND when the cell imports pyplot (sandbox/zygote.py).
     magics = shell.magics_manager
     magics.register_function(lambda line: run_pip(shell, shlex.split(line)), "line", "pip")
     for name in ("conda", "mamba", "micromamba", "uv"):

@@ -15,9 +15,7 @@ import os
 import resource
 import signal
 import socket
-from typing import Any
-
-from pydantic import ValidationError
+from typing import Any, cast
 
 from lambdas.executor import protocol
 from lambdas.executor.sandbox import kernel, packages, snapshot, transfer, workspace
@@ -122,11 +120,12 @@ class Worker:
     def serve(self) -> None:
         while True:
             try:
-                frame = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
-                request = protocol.RunRequest.model_validate(frame)
-            except (protocol.ProtocolError, OSError, ValidationError):
+                request = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
+            except (protocol.ProtocolError, OSError):
                 return
-            reply = self.run(request)
+            if not isinstance(request, dict) or request.get("op") != "run":
+                return  # only the trusted parent writes here
+            reply = self.run(cast(protocol.RunRequest, request))
             protocol.send_frame(self.sock, reply)
             if self.one_shot:
                 return
@@ -145,24 +144,26 @@ class Worker:
         ]
         with contextlib.suppress(Exception):
             cell = protocol.Cell(
-                status=protocol.CellStatus.TIMEOUT,
+                status=protocol.CellStatus.TIMEOUT.value,
                 stdout=capture.stream_text("stdout"),
                 stderr=capture.stream_text("stderr"),
                 stdout_truncated=capture.truncated["stdout"],
                 stderr_truncated=capture.truncated["stderr"],
+                result=None,
                 outputs=outputs,
+                error=None,
                 warnings=capture.warnings,
             )
-            protocol.send_frame(self.sock, protocol.PartialFrame(cell=cell))
+            protocol.send_frame(self.sock, protocol.PartialFrame(kind="partial", cell=cell))
         self.in_cell = False  # once is enough
 
     def _enter_sandbox(self, request: protocol.RunRequest) -> None:
-        self.workspace = request.workspace
-        self.package_cache = request.package_cache
+        self.workspace = request["workspace"]
+        self.package_cache = request["package_cache"]
         os.makedirs(self.workspace, mode=0o700, exist_ok=True)
         os.chdir(self.workspace)
         scrub_environment(self.workspace)
-        inv = request.inv
+        inv = request["inv"]
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
         apply_rlimits(spec)
@@ -190,9 +191,9 @@ class Worker:
     def run(self, request: protocol.RunRequest) -> protocol.ResultFrame:
         if self.mirror is not None:
             self.mirror.reset()  # the parent must never read an earlier run's output
-        inv = request.inv
+        inv = request["inv"]
         if not self.sandboxed:
-            self.one_shot = request.one_shot
+            self.one_shot = request["one_shot"]
             self._enter_sandbox(request)
         _reap_children()
         warnings: list[str] = []
@@ -201,25 +202,25 @@ class Worker:
         try:
             restored, transferred = self._prepare(inv, warnings)
         except PackageError as exc:
-            cell = protocol.Cell.failed("PackageInstallError", str(exc))
+            cell = protocol.failed_cell("PackageInstallError", str(exc))
             return self._final(cell, None, [], warnings)
         except (transfer.TransferError, workspace.UnsafePathError, ValueError, OSError) as exc:
             return self._final(
-                protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
+                protocol.failed_cell("PreparationFailed", str(exc)), None, [], warnings
             )
         if transferred:
-            protocol.send_frame(self.sock, protocol.PhaseFrame())
+            protocol.send_frame(self.sock, protocol.PhaseFrame(kind="phase", phase="run"))
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            protocol.send_frame(self.sock, protocol.SavingFrame(cell=cell))
+            protocol.send_frame(self.sock, protocol.SavingFrame(kind="saving", cell=cell))
         state_report = self._save_state(inv, warnings)
         if not self.one_shot:
-            state_report = state_report or protocol.StateReport()
-            state_report.variables = self._variables()
+            state_report = state_report or protocol.empty_state_report()
+            state_report["variables"] = self._variables()
         output_files = self._collect_files(inv, warnings)
         return self._final(cell, state_report, output_files, warnings, restored, wants_save)
 
@@ -232,13 +233,14 @@ class Worker:
         restored: bool = False,
         cell_sent: bool = False,
     ) -> protocol.ResultFrame:
-        cell.warnings = cell.warnings + warnings + self.package_warnings
+        cell["warnings"] = cell["warnings"] + warnings + self.package_warnings
         self.package_warnings = []
         return protocol.ResultFrame(
+            kind="result",
             cell=None if cell_sent else cell,
-            late_warnings=cell.warnings if cell_sent else [],
+            late_warnings=cell["warnings"] if cell_sent else [],
             files=files,
-            state=state_report or protocol.StateReport(),
+            state=state_report or protocol.empty_state_report(),
             restored=restored,
         )
 
@@ -339,16 +341,16 @@ class Worker:
                 else:
                     os.environ[name] = value
             kernel.SINK.capture = kernel.CellCapture(0, 0)
-        status = protocol.CellStatus.OK
+        status = protocol.CellStatus.OK.value
         error = capture.error
         if capture.memory_error and error is not None:
-            status = protocol.CellStatus.MEMORY_EXCEEDED
+            status = protocol.CellStatus.MEMORY_EXCEEDED.value
             detail = f": {error['value']}" if error["value"] else ""
             error["value"] = (
                 f"the cell exceeded the memory limit ({self.memory_mb} MB address space){detail}"
             )
         elif error is not None:
-            status = protocol.CellStatus.ERROR
+            status = protocol.CellStatus.ERROR.value
         return protocol.Cell(
             status=status,
             stdout=capture.stream_text("stdout"),
@@ -357,7 +359,11 @@ class Worker:
             stderr_truncated=capture.truncated["stderr"],
             result=capture.result,
             outputs=capture.finished_outputs(),
-            error=protocol.CellError(**error) if error is not None else None,
+            error=protocol.CellError(
+                name=error["name"], value=error["value"], traceback=error["traceback"]
+            )
+            if error is not None
+            else None,
             warnings=capture.warnings,
         )
 
@@ -375,14 +381,14 @@ class Worker:
         state = inv.get("state")
         if not state or not state.get("upload") or not state.get("upload_key"):
             return None
-        report = protocol.StateReport()
+        report = protocol.empty_state_report()
         try:
             dumped = snapshot.dump_namespace(self.shell.user_ns, self.shell.user_ns_hidden)
         except MemoryError:
             warnings.append("session state was not saved: not enough memory to snapshot it")
             self.held_version = None
             return report
-        report.dropped = dumped.dropped
+        report["dropped"] = dumped.dropped
         if dumped.dropped:
             warnings.append(
                 "not saved in the session state (cannot be pickled): " + ", ".join(dumped.dropped)
@@ -401,8 +407,8 @@ class Worker:
             warnings.append(f"session state was not saved: {exc}")
             self.held_version = None
             return report
-        report.uploaded = True
-        report.size = dumped.size
+        report["uploaded"] = True
+        report["size"] = dumped.size
         # The API commits this upload as version + 1; a mismatch next time means it did not.
         self.held_version = state["version"] + 1
         return report
