@@ -237,6 +237,21 @@ def encode_frame(message: Any) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def encode_run_request(
+    inv_json: str, *, one_shot: bool, workspace: str, package_cache: str
+) -> bytes:
+    """A `RunRequest` frame around an invocation the parent already serialized as JSON."""
+    fields = {
+        "op": "run",
+        "one_shot": one_shot,
+        "workspace": workspace,
+        "package_cache": package_cache,
+    }
+    head = json.dumps(fields, separators=(",", ":"))
+    body = f'{head[:-1]},"inv":{inv_json}}}'.encode()
+    return _HEADER.pack(len(body)) + body
+
+
 def send_frame(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
     data = encode_frame(message)
     if fds:

@@ -111,6 +111,25 @@ def test_a_rebound_ipython_name_is_user_data() -> None:
     assert not snapshot.is_snapshot_name("exit", hidden, hidden["exit"])
 
 
+def test_snapshot_names_keep_exactly_what_is_snapshot_name_keeps() -> None:
+    hidden = {"exit": object(), "get_ipython": object()}
+    namespace = {
+        **{f"_i{count}": "x = 1" for count in range(1, 200)},
+        **{f"_{count}": count for count in range(1, 50)},
+        **{name: 1 for name in ("_", "__", "_i", "_ii", "In", "Out", "_oh", "__name__")},
+        "exit": hidden["exit"],
+        "get_ipython": "rebound by the user",
+        "_private": 2,
+        "frame": 3,
+        "Inbox": 4,
+    }
+    expected = [
+        name for name, value in namespace.items() if snapshot.is_snapshot_name(name, hidden, value)
+    ]
+    assert snapshot.snapshot_names(namespace, hidden) == expected
+    assert expected == ["get_ipython", "_private", "frame", "Inbox"]
+
+
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "", "a\x00b", "dir/.."])
 def test_unsafe_paths_are_refused(bad: str) -> None:
     with pytest.raises(workspace.UnsafePathError):
@@ -161,6 +180,29 @@ def test_frames_round_trip_and_oversized_frames_are_refused() -> None:
     reader.feed(protocol.encode_frame("x" * 100))
     with pytest.raises(protocol.ProtocolError):
         reader.pop()
+
+
+def test_a_run_request_carries_the_invocation_the_engine_serialized() -> None:
+    from lambdas.shared.models import ExecutorInvocation
+
+    for code in ("print('é')", "'\udcff'"):  # a lone surrogate: json escapes it instead
+        inv = ExecutorInvocation.model_validate(
+            {"execution_id": "e", "tenant_id": "t", "session_id": "s", "code": code}
+        )
+        frame = protocol.encode_run_request(
+            engine._invocation_json(inv), one_shot=False, workspace="/w", package_cache="/p"
+        )
+        left, right = socket.socketpair()
+        with left, right:
+            left.sendall(frame)
+            request = protocol.recv_frame(right)
+        assert request == {
+            "op": "run",
+            "one_shot": False,
+            "workspace": "/w",
+            "package_cache": "/p",
+            "inv": inv.model_dump(mode="json"),
+        }
 
 
 def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:

@@ -9,6 +9,7 @@ It never unpickles and never holds state bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -26,6 +27,15 @@ from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared.models import ExecutorInvocation
 
 logger = logging.getLogger(__name__)
+
+
+def _invocation_json(inv: ExecutorInvocation) -> str:
+    """The invocation as JSON, serialized by pydantic-core (faster than json.dumps of its dict;
+    json escapes what it cannot encode, such as lone surrogates in the code)."""
+    try:
+        return inv.model_dump_json()
+    except ValueError:
+        return json.dumps(inv.model_dump(mode="json"))
 
 
 class Engine:
@@ -119,14 +129,12 @@ class Engine:
     ) -> dict[str, Any]:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
-        request = protocol.RunRequest(
-            op="run",
+        payload = protocol.encode_run_request(
+            _invocation_json(inv),
             one_shot=inv.session_id is None,
-            inv=inv.model_dump(mode="json"),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
         )
-        payload = protocol.encode_frame(request)
         outcome = exchange(worker, inv, payload, hard_deadline)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:

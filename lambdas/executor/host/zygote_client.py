@@ -104,7 +104,7 @@ class ZygoteClient:
 
     def poll_events(self) -> None:
         """Take note of what the zygote sent unasked, without waiting (no reply may be due)."""
-        if self.pending:
+        if self.pending or self.preloaded:  # it sends nothing unasked after "preloaded"
             return
         while select.select([self.sock], [], [], 0)[0]:
             if not self._take_event(protocol.recv_frame(self.sock)):

@@ -368,14 +368,12 @@ class Worker:
         )
 
     def _variables(self) -> list[protocol.Variable]:
-        hidden = self.shell.user_ns_hidden
-        found: list[protocol.Variable] = []
-        for name, value in self.shell.user_ns.items():
-            if len(found) >= MAX_REPORTED_VARIABLES:
-                break
-            if snapshot.is_snapshot_name(name, hidden, value):
-                found.append(protocol.Variable(name=name, type=type(value).__name__))
-        return found
+        namespace = self.shell.user_ns
+        names = snapshot.snapshot_names(namespace, self.shell.user_ns_hidden)
+        return [
+            protocol.Variable(name=name, type=type(namespace[name]).__name__)
+            for name in names[:MAX_REPORTED_VARIABLES]
+        ]
 
     def _save_state(self, inv: dict[str, Any], warnings: list[str]) -> protocol.StateReport | None:
         state = inv.get("state")
