@@ -21,8 +21,6 @@ import struct
 from types import ModuleType
 from typing import Any
 
-import cloudpickle
-
 MAGIC = b"LCISNAP2"
 _LENGTH = struct.Struct("!Q")
 # Always IPython's. `exit`, `quit`, `get_ipython` are in `user_ns_hidden` unless rebound.
@@ -72,6 +70,8 @@ class Snapshot:
 
 def dump_namespace(namespace: dict[str, Any], hidden: dict[str, Any]) -> Snapshot:
     """Serialize the user variables; unpicklable ones are listed in `dropped`."""
+    import cloudpickle  # here, not above: the zygote forks its first worker before loading it
+
     modules: dict[str, str] = {}
     variables: list[tuple[str, bytes, int]] = []
     buffers: list[memoryview] = []

@@ -30,7 +30,6 @@ from typing import Any
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs
-from lambdas.executor.sandbox import heap
 
 FORK_FDS = 4  # a fork request carries: worker socket, stdout pipe, stderr pipe, output mirror
 # How long a fresh zygote waits for its first request before it starts preloading: the parent
@@ -45,6 +44,9 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 _WARM_UP_EXPRESSION = "__lci_warm = 1 + 1\ndel __lci_warm"
 _WARM_UP_PLOT = "import matplotlib.pyplot as __lci_plt\n__lci_plt.plot([1, 2])\ndel __lci_plt"
 _WARM_UP_TRACEBACK = "1 / 0"
+# What the worker's modules import only when used (sandbox/transfer.py, sandbox/snapshot.py), so
+# the zygote is ready sooner: preloaded first, for every worker forked after that.
+_WORKER_DEFERRED_IMPORTS = ("urllib.request", "secrets", "cloudpickle")
 
 
 def _load_fork_ready(ipython_dir: str) -> Any:
@@ -88,13 +90,13 @@ class Preload:
         self.huge_pages = 0
         self.steps: deque[Callable[[], object]] = deque(
             [
+                self._worker_deferred_imports,
                 self._numpy,
                 lambda: self._import("pandas"),
                 self._matplotlib,
                 self._inline_plots,
                 self._plot,
                 lambda: _warm_up(self.shell, _WARM_UP_TRACEBACK),
-                lambda: self._import("cloudpickle"),
                 self._shape_memory,
             ]
         )
@@ -114,6 +116,10 @@ class Preload:
             return False
         self.modules.append(name)
         return True
+
+    def _worker_deferred_imports(self) -> None:
+        for name in _WORKER_DEFERRED_IMPORTS:
+            self._import(name)
 
     def _numpy(self) -> None:
         if not self._import("numpy"):
@@ -152,6 +158,8 @@ class Preload:
         # Workers then neither write refcounts into the preloaded heap nor re-scan it for
         # garbage, so they copy far fewer of its pages. Pages still shared with workers forked
         # earlier get copied here once (those workers keep the originals).
+        from lambdas.executor.sandbox import heap
+
         gc.unfreeze()  # objects frozen before earlier forks are not in gc.get_objects()
         self.immortal_objects = heap.immortalize(gc.get_objects())
         gc.freeze()
