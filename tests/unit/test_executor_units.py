@@ -111,6 +111,51 @@ def test_a_rebound_ipython_name_is_user_data() -> None:
     assert not snapshot.is_snapshot_name("exit", hidden, hidden["exit"])
 
 
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "print(2+2)",
+        "x = 1\ny = [x,\n     2]\nx + y[1]",
+        "def f(a):\n    return a / 2\n",
+        "'%d items' % 3",
+        "a != b",
+        "print('what?')",
+        "%time x = 1",
+        "x = %pwd",
+        "!ls -l",
+        "files = !ls",
+        "len?",
+        "??len",
+        "/print 1 2",
+        ",print a b",
+        ";print a b",
+        "%%bash\necho hi",
+        ">>> 1 + 1\n... ",
+        "In [1]: x = 1",
+        "\n\n    y = 2\n",
+        "values = [1,\n,2]",
+    ],
+)
+def test_skipping_the_token_pass_changes_no_transformation(cell: str) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    expected = TransformerManager().transform_cell(cell)
+    assert kernel._TransformerManager().transform_cell(cell) == expected
+
+
+def test_plain_python_skips_the_token_pass(monkeypatch) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def tokenize(self, lines):
+        raise AssertionError("tokenized")
+
+    manager = kernel._TransformerManager()
+    monkeypatch.setattr(TransformerManager, "do_one_token_transform", tokenize)
+    assert manager.transform_cell("x = [1,\n     2]\nprint(x)") == "x = [1,\n     2]\nprint(x)\n"
+    with pytest.raises(AssertionError):
+        manager.transform_cell("x = !ls")
+
+
 def test_snapshot_names_keep_exactly_what_is_snapshot_name_keeps() -> None:
     hidden = {"exit": object(), "get_ipython": object()}
     namespace = {
