@@ -250,6 +250,26 @@ def test_a_run_request_carries_the_invocation_the_engine_serialized() -> None:
         }
 
 
+def test_the_zygote_client_notes_the_preload_wherever_it_arrives() -> None:
+    from lambdas.executor.host.zygote_client import ZygoteClient
+
+    left, right = socket.socketpair()
+    with left, right:
+        client = object.__new__(ZygoteClient)  # its socket only: no zygote process
+        client.sock, client.pending, client.requests_sent = left, 0, 0
+        client.preload_report = None
+        assert client.answers_at_once  # the first request: the zygote waits for it
+        client.poll_events()
+        assert not client.preloaded
+        client.requests_sent, client.pending = 1, 1
+        assert not client.answers_at_once  # preloading: a request may wait for a step
+        protocol.send_frame(right, {"event": "preloaded", "modules": ["numpy"]})
+        protocol.send_frame(right, {"pid": 7, "preloaded": True})
+        assert client.collect() == [{"pid": 7, "preloaded": True}]
+        assert client.preloaded and client.answers_at_once
+        assert client.preload_report is not None and client.preload_report["modules"] == ["numpy"]
+
+
 def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
     hostile = {
         "status": "pwned",

@@ -156,8 +156,11 @@ class WorkerPool:
         forked from it; False if it did not complete within `timeout_s`."""
         if self.zygote is None:
             return False
-        self._collect_spare()
-        done = self.zygote.wait_preloaded(timeout_s)
+        try:
+            self._collect_spare()
+            done = self.zygote.wait_preloaded(timeout_s)
+        except (OSError, protocol.ProtocolError):
+            return False  # the zygote is gone: the next invocation starts a new one
         self.request_spare()
         return done
 
