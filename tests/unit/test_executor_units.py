@@ -47,7 +47,10 @@ def test_consecutive_stream_writes_merge_into_one_output_in_order() -> None:
 
 
 def test_display_outputs_beyond_the_result_budget_are_dropped_with_a_warning() -> None:
-    capture = kernel.CellCapture(stream_bytes=10, result_bytes=120)
+    # Room for the first output and its overhead, not for the second.
+    capture = kernel.CellCapture(
+        stream_bytes=10, result_bytes=20 + kernel.OUTPUT_OVERHEAD_BYTES + 100
+    )
     capture.add_display({"image/png": "x" * 50}, None)
     capture.add_display({"image/png": "y" * 200}, None)
     assert len(capture.outputs) == 1
@@ -235,7 +238,12 @@ def test_a_run_request_carries_the_invocation_the_engine_serialized() -> None:
             {"execution_id": "e", "tenant_id": "t", "session_id": "s", "code": code}
         )
         frame = protocol.encode_run_request(
-            engine._invocation_json(inv), one_shot=False, workspace="/w", package_cache="/p"
+            engine._invocation_json(inv),
+            one_shot=False,
+            workspace="/w",
+            package_cache="/p",
+            announce_run=True,
+            run="r1",
         )
         left, right = socket.socketpair()
         with left, right:
@@ -246,7 +254,10 @@ def test_a_run_request_carries_the_invocation_the_engine_serialized() -> None:
             "one_shot": False,
             "workspace": "/w",
             "package_cache": "/p",
-            "inv": inv.model_dump(mode="json"),
+            "announce_run": True,
+            "run": "r1",
+            # The live channel is the parent's alone (host/live.py).
+            "inv": inv.model_dump(mode="json", exclude={"live"}),
         }
 
 
@@ -331,7 +342,7 @@ def test_the_sandbox_never_imports_pydantic() -> None:
     # ~0.15 s of every new environment's start: the zygote and its workers build plain dicts.
     code = (
         "import sys\n"
-        "from lambdas.executor.sandbox import zygote, worker, kernel\n"
+        "from lambdas.executor.sandbox import zygote, worker, kernel, mime, hygiene, tracebacks\n"
         "print([name for name in sys.modules if name.split('.')[0] == 'pydantic'])"
     )
     done = subprocess.run(

@@ -1,16 +1,17 @@
 """S3 adapter: presigned POST/GET and the few direct object operations the API needs.
 
-Key layout (built only by `lambdas.api.service.paths`): `sessions/{id}/files/{path}`,
+Key layout (built only by `lambdas/api/service/common.py`): `sessions/{id}/files/{path}`,
 `sessions/{id}/state/{version}.pkl`, `sessions/{id}/notebook/…`, `executions/{id}/…`.
 State blobs are opaque bytes here: this module never reads them, let alone unpickles them.
-Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's moto server on 127.0.0.1).
+Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's verifying S3 front,
+`local/s3_front.py`, on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lambdas.api.ports import ObjectInfo
+from lambdas.api.domain import StoredObject
 from lambdas.shared.models import PresignedPost
 
 _FILENAME_PLACEHOLDER = "${filename}"
@@ -23,10 +24,14 @@ class S3BlobStore:
 
         s3_config: Any = {"addressing_style": "path"} if endpoint_url else {}
         self._bucket = bucket
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            config=Config(signature_version="s3v4", s3=s3_config),
+        from lambdas.api.adapters.unreachable import translate_unreachable
+
+        self._client = translate_unreachable(
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                config=Config(signature_version="s3v4", s3=s3_config),
+            )
         )
 
     # --- presigning ---------------------------------------------------------------------------
@@ -65,13 +70,13 @@ class S3BlobStore:
 
     # --- objects ------------------------------------------------------------------------------
 
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[StoredObject]:
         paginator = self._client.get_paginator("list_objects_v2")
-        found: list[ObjectInfo] = []
+        found: list[StoredObject] = []
         for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 found.append(
-                    ObjectInfo(
+                    StoredObject(
                         key=obj["Key"],
                         size=int(obj["Size"]),
                         etag=str(obj.get("ETag", "")).strip('"'),
@@ -79,6 +84,20 @@ class S3BlobStore:
                     )
                 )
         return found
+
+    def list_keys(self, prefix: str, limit: int) -> list[str]:
+        """The first `limit` keys under `prefix`, in key order, with one request."""
+        page = self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, MaxKeys=limit)
+        return [str(obj["Key"]) for obj in page.get("Contents", [])]
+
+    def copy(self, source_key: str, target_key: str) -> None:
+        """A server-side copy within the bucket (CopyObject: up to 5 GB, more than any state
+        snapshot or session file may be)."""
+        self._client.copy_object(
+            Bucket=self._bucket,
+            Key=target_key,
+            CopySource={"Bucket": self._bucket, "Key": source_key},
+        )
 
     def count_objects(self, prefix: str, stop_at: int) -> int:
         """How many objects are under `prefix`, counting no further than `stop_at`.
@@ -103,14 +122,14 @@ class S3BlobStore:
                 break
         return min(counted, stop_at)
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str) -> StoredObject | None:
         try:
             meta = self._client.head_object(Bucket=self._bucket, Key=key)
         except self._client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
-        return ObjectInfo(
+        return StoredObject(
             key=key,
             size=int(meta["ContentLength"]),
             etag=str(meta.get("ETag", "")).strip('"'),

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from lambdas.api.errors import InvalidPath, RateLimited
-from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit
+from lambdas.api.domain import NotebookCell, SessionCommit
+from lambdas.api.errors import InvalidPath, RateLimited, ServiceUnavailable
+from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import (
     Deps,
     execution_files_prefix,
@@ -22,6 +22,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
+from lambdas.api.service.live import live_channel
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
@@ -58,7 +59,8 @@ class RunService:
 
         Whatever goes wrong ends as an `error` result in the record, except a throttled
         executor when `raise_throttled` (a synchronous caller): then the run is undone without a
-        trace (lease, record, idempotency claim) and RateLimited propagates as a 429.
+        trace (lease, record, idempotency claim) and RateLimited propagates as a 429; and
+        storage that cannot be reached to record the run (ServiceUnavailable, a 503).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
@@ -79,6 +81,10 @@ class RunService:
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
             return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
+        except ServiceUnavailable:
+            # Nothing can be recorded now (the lease expires on its own): the caller says 503.
+            logger.warning("execution %s not stored: storage unreachable", job.execution_id)
+            raise
         except Exception:
             logger.exception("storing execution %s failed", job.execution_id)
             result = failed_response(_minimal_invocation(job), "internal error").result
@@ -148,14 +154,13 @@ class RunService:
         one transaction; and count its usage (`count_usage=False` when a retry of this write
         follows a first attempt that counted it already)."""
         now = self._deps.now()
-        execution = self._records.execution_item(job, result.status)
-        execution.update(finished_at=iso(now), compute_ms=compute_ms)
-        store_json(
+        stored_result = store_json(
             self._deps,
-            execution,
-            "result",
             result.model_dump(mode="json"),
             execution_prefix(job.execution_id) + "result.json",
+        )
+        execution = self._records.execution_record(job, result.status).model_copy(
+            update={"finished_at": iso(now), "compute_ms": compute_ms, "result": stored_result}
         )
         cell = self._cell(job, result) if with_cell else None
         # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
@@ -163,9 +168,7 @@ class RunService:
             self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
         )
         try:
-            self._deps.table.commit_run(
-                execution_id=job.execution_id, execution=execution, session=session, cell=cell
-            )
+            self._deps.table.commit_run(execution=execution, session=session, cell=cell)
         finally:
             if counted is not None:
                 try:
@@ -193,25 +196,23 @@ class RunService:
             kept.append(file)
         result.files = kept
 
-    def _cell(self, job: Job, result: ExecutionResult) -> CellWrite:
+    def _cell(self, job: Job, result: ExecutionResult) -> NotebookCell:
         assert job.session_id and job.execution_count is not None
         now = self._deps.now()
-        attributes: dict[str, Any] = {
-            "execution_id": job.execution_id,
-            "execution_count": job.execution_count,
-            "code": job.code,
-            "created_at": iso(now),
+        return NotebookCell(
+            session_id=job.session_id,
+            execution_count=job.execution_count,
+            execution_id=job.execution_id,
+            code=job.code,
+            created_at=iso(now),
             # Cells outlive the session item by a margin; they are deleted with the session.
-            "ttl": int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
-        }
-        store_json(
-            self._deps,
-            attributes,
-            "outputs",
-            result.outputs,
-            notebook_cell_key(job.session_id, job.execution_count),
+            ttl=int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
+            outputs=store_json(
+                self._deps,
+                result.outputs,
+                notebook_cell_key(job.session_id, job.execution_count),
+            ),
         )
-        return job.session_id, job.execution_count, attributes
 
     def _invocation(self, job: Job) -> tuple[ExecutorInvocation, int]:
         """The executor's invocation, and how many session files were left out of it (cap)."""
@@ -259,6 +260,7 @@ class RunService:
             unsynced_files = 0
         transfer = FilesTransfer(
             files=refs,
+            complete=unsynced_files == 0,
             upload=blobs.presigned_post(
                 key_prefix=prefix,
                 max_bytes=limits.MAX_OUTPUT_FILE_BYTES,
@@ -282,6 +284,7 @@ class RunService:
                 index_url=settings.WHEELHOUSE_URL or None,
                 allow_pypi=settings.NETWORK_MODE == "internet",
             ),
+            live=live_channel(blobs, job.execution_id, job.timeout_ms),
         )
         return invocation, unsynced_files
 

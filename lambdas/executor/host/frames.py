@@ -183,9 +183,11 @@ class StateReport(BaseModel):
 
 
 class PhaseFrame(BaseModel):
-    """Worker -> parent: the transfers are done, the cell's own timeout starts now."""
+    """Worker -> parent, when the RunRequest asked for it: the transfers are done, the cell's
+    own timeout starts now."""
 
     kind: Literal["phase"] = "phase"
+    run: Text = ""
     phase: str = "run"
 
 
@@ -193,6 +195,7 @@ class SavingFrame(BaseModel):
     """Worker -> parent: the cell finished; saving state and files (its own budget) follows."""
 
     kind: Literal["saving"] = "saving"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -200,6 +203,7 @@ class PartialFrame(BaseModel):
     """Worker -> parent, asked by SIGUSR1 when the time is up: what the cell printed so far."""
 
     kind: Literal["partial"] = "partial"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -211,6 +215,7 @@ class ResultFrame(BaseModel):
     """Worker -> parent, last: the cell (None if a SavingFrame carried it), its files, state."""
 
     kind: Literal["result"] = "result"
+    run: Text = ""
     cell: Annotated[Cell | None, BeforeValidator(_cell_or_none)] = None
     late_warnings: StrList = Field(default_factory=list)  # the SavingFrame's cell went first
     files: Annotated[list[ReportedFile], BeforeValidator(_valid_files)] = Field(

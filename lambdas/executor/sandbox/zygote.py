@@ -46,7 +46,7 @@ _WARM_UP_PLOT = "import matplotlib.pyplot as __lci_plt\n__lci_plt.plot([1, 2])\n
 _WARM_UP_TRACEBACK = "1 / 0"
 # What the worker's modules import only when used (sandbox/transfer.py, sandbox/snapshot.py), so
 # the zygote is ready sooner: preloaded first, for every worker forked after that.
-_WORKER_DEFERRED_IMPORTS = ("urllib.request", "secrets", "cloudpickle")
+_WORKER_DEFERRED_IMPORTS = ("urllib.request", "secrets", "hashlib", "cloudpickle")
 
 
 def _load_fork_ready(ipython_dir: str) -> Any:
