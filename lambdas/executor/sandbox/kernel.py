@@ -24,6 +24,8 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from lambdas.executor.sandbox import charts
+
 DEEP_TRACEBACK_FRAMES = 50
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # `!pip install x`, `!pip3 install x`, `!python -m pip install x`: the arguments after "pip".
@@ -413,6 +415,7 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     magics.register_function(lambda line: run_pip(shell, shlex.split(line)), "line", "pip")
     for name in ("conda", "mamba", "micromamba", "uv"):
         magics.register_function(_refuse_package_manager(name), "line", name)
+    charts.register(shell)  # figures also yield application/vnd.lci.chart+json
     return shell
 
 
