@@ -1,9 +1,11 @@
 """The REST API: the routes of SPEC §3 (`lambdas/shared/routes.py`), each proxied to the API
 function.
 
-An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
-usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
-(missing key, throttling, quota, unknown route, invalid body) use the product's error shape.
+An API key is required on every method except `GET /` (the playground), `GET /v1/health` and
+`GET /v1/openapi.json`; a usage plan throttles each key and caps its monthly requests, and the
+routes without a key (which no usage plan covers) are throttled per method. API Gateway's own
+rejections (missing key, throttling, quota, unknown route, invalid body) use the product's
+error shape.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StackConfig
-from lambdas.shared.routes import ROUTES
+from lambdas.shared.routes import ROUTES, Route
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
 # the API function validates everything in full.
@@ -63,6 +65,12 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+def method_options_path(route: Route) -> str:
+    """A route's key in the stage's method options: `/<resource path>/<HTTP method>`; the root
+    resource is `//GET` (CDK's parseMethodOptionsPath reads an empty first component as `/`)."""
+    return f"/{route.path.strip('/')}/{route.method}"
+
+
 class RestApi(Construct):
     def __init__(
         self,
@@ -90,6 +98,14 @@ class RestApi(Construct):
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,  # would log request bodies, i.e. user code
                 metrics_enabled=True,
+                method_options={
+                    method_options_path(route): apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=config.publicThrottleRateLimit,
+                        throttling_burst_limit=config.publicThrottleBurstLimit,
+                    )
+                    for route in ROUTES
+                    if route.public
+                },
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),
         )

@@ -53,7 +53,7 @@ def match_route(path: str) -> tuple[str, dict[str, str] | None]:
 
 
 def _match(template: str, segments: list[str]) -> dict[str, str] | None:
-    parts = template.strip("/").split("/")
+    parts = template.strip("/").split("/") if template.strip("/") else []  # "/": no segment
     params: dict[str, str] = {}
     for index, part in enumerate(parts):
         if part.startswith("{") and part.endswith("+}"):

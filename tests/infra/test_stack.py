@@ -69,7 +69,10 @@ def _route_methods(synth: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
         return f"{path_of(resource['ParentId'])}/{resource['PathPart']}"
 
     return {
-        (method["Properties"]["HttpMethod"], path_of(method["Properties"]["ResourceId"])): method
+        (
+            method["Properties"]["HttpMethod"],
+            path_of(method["Properties"]["ResourceId"]) or "/",
+        ): method
         for method in synth.resources("AWS::ApiGateway::Method").values()
     }
 

@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from lambdas.api.errors import InternalError, Unauthorized
-from lambdas.api.http import account, errors, executions, files, sessions
+from lambdas.api.http import account, errors, executions, files, playground, sessions
 from lambdas.api.telemetry import flush_metrics, logger
 from lambdas.shared import routes
 
@@ -48,6 +48,7 @@ def build_resolver(
         sessions.router,
         executions.router,
         files.router,
+        playground.router,
     ):
         resolver.include_router(router)
     return resolver
@@ -100,7 +101,9 @@ def _document_path(resolver_path: str) -> str:
 
 def _is_public(event: dict[str, Any]) -> bool:
     path = str(event.get("path") or "").rstrip("/")
-    return path.endswith(tuple(routes.PUBLIC_PATHS))
+    if not path:
+        return routes.PLAYGROUND.public
+    return path.endswith(tuple(p for p in routes.PUBLIC_PATHS if p != routes.PLAYGROUND.path))
 
 
 def _event_principal(event: dict[str, Any]) -> str | None:
