@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_delay,
+    stop_never,
+    wait_chain,
+    wait_exponential,
+    wait_fixed,
+)
 
 from lci.config import API_KEY_ENV, DEFAULT_ENDPOINT, ENDPOINT_ENV, resolve_settings
 from lci.errors import LciError
@@ -194,19 +203,32 @@ class Client:
         timeout: float | None = None,
         on_poll: Callable[[ExecutionResult], None] | None = None,
     ) -> ExecutionResult:
-        """Poll an execution until it is no longer running (backing off up to 2 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll_interval
-        while True:
-            result = self.get_execution(execution_id)
-            if not result.running:
-                return result
-            if on_poll is not None:
-                on_poll(result)
-            if deadline is not None and time.monotonic() > deadline:
-                raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
-            time.sleep(interval)
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL_SECONDS)
+        """Poll an execution until it is no longer running: `poll_interval` apart at first,
+        backing off by a factor of 1.5 up to 2 s; LciError `WAIT_TIMEOUT` when it is still
+        running after `timeout` seconds."""
+
+        def still_running(_: RetryCallState) -> ExecutionResult:
+            raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
+
+        def report(state: RetryCallState) -> None:
+            if on_poll is not None and state.outcome is not None:
+                on_poll(state.outcome.result())
+
+        polling = Retrying(
+            retry=retry_if_result(lambda result: result.running),
+            # The first wait is `poll_interval` even when it is longer than the cap.
+            wait=wait_chain(
+                wait_fixed(poll_interval),
+                wait_exponential(
+                    multiplier=poll_interval, exp_base=1.5, max=MAX_POLL_INTERVAL_SECONDS
+                ),
+            ),
+            stop=stop_never if timeout is None else stop_after_delay(timeout),
+            after=report,
+            retry_error_callback=still_running,
+        )
+        result: ExecutionResult = polling(self.get_execution, execution_id)
+        return result
 
     # -- files -------------------------------------------------------------------------------------
 

@@ -63,21 +63,20 @@ class Dispatcher:
         )
 
     def put_running(self, job: Job, *, with_job: bool, only_if_absent: bool = False) -> None:
-        record = self._records.execution_item(job, ExecutionStatus.RUNNING)
+        record = self._records.execution_record(job, ExecutionStatus.RUNNING)
         if with_job:
-            store_json(
+            stored_job = store_json(
                 self._deps,
-                record,
-                "job",
                 job.model_dump(mode="json"),
                 execution_prefix(job.execution_id) + "job.json",
             )
+            record = record.model_copy(update={"job": stored_job})
         try:
             if only_if_absent:
                 with contextlib.suppress(ConditionFailed):
-                    self._deps.table.create_execution(job.execution_id, record)
+                    self._deps.table.create_execution(record)
             else:
-                self._deps.table.put_execution(job.execution_id, record)
+                self._deps.table.put_execution(record)
         except Exception:
             self._records.release(job)
             raise

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lambdas.api.ports import ConditionFailed, SessionCommit
+from lambdas.api.domain import ExecutionRecord, SessionCommit
+from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import EXECUTION_RECORD_TTL_SECONDS, Deps, iso, load_json
 from lambdas.shared import limits
 from lambdas.shared.models import ExecutionError, ExecutionResult, ExecutionStatus, InlineFile
@@ -39,41 +40,37 @@ class ExecutionRecords:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    def execution_item(self, job: Job, status: ExecutionStatus) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "execution_id": job.execution_id,
-            "principal": job.principal,
-            "status": status.value,
-            "created_at": iso(job.created_at),
-            "ttl": int(job.created_at + EXECUTION_RECORD_TTL_SECONDS),
-        }
+    def execution_record(self, job: Job, status: ExecutionStatus) -> ExecutionRecord:
+        lost_after = None
         if status == ExecutionStatus.RUNNING:
-            item["lost_after"] = int(
+            lost_after = int(
                 job.created_at
                 + job.timeout_ms / 1000
                 + limits.SESSION_LEASE_GRACE_SECONDS
                 + limits.LOST_RUN_AFTER_SECONDS
             )
-        if job.session_id:
-            item["session_id"] = job.session_id
-        return item
+        return ExecutionRecord(
+            execution_id=job.execution_id,
+            principal=job.principal,
+            status=status,
+            created_at=iso(job.created_at),
+            ttl=int(job.created_at + EXECUTION_RECORD_TTL_SECONDS),
+            session_id=job.session_id,
+            lost_after=lost_after,
+        )
 
     def finished_result(self, execution_id: str) -> ExecutionResult | None:
         record = self._deps.table.get_execution(execution_id, consistent=True)
-        if not record or record.get("status") == ExecutionStatus.RUNNING.value:
+        if not record or record.is_running():
             return None
         return self.result_of(record)
 
-    def is_lost(self, record: dict[str, Any]) -> bool:
-        lost_after = record.get("lost_after")
-        return lost_after is not None and self._deps.now() > lost_after
-
-    def result_of(self, record: dict[str, Any]) -> ExecutionResult:
-        if record.get("status") == ExecutionStatus.RUNNING.value:
-            if self.is_lost(record):
+    def result_of(self, record: ExecutionRecord) -> ExecutionResult:
+        if record.is_running():
+            if record.is_lost(self._deps.now()):
                 return ExecutionResult(
-                    execution_id=record["execution_id"],
-                    session_id=record.get("session_id"),
+                    execution_id=record.execution_id,
+                    session_id=record.session_id,
                     status=ExecutionStatus.ERROR,
                     success=False,
                     error=ExecutionError(
@@ -81,9 +78,8 @@ class ExecutionRecords:
                         value="the run was interrupted before it finished; its result is lost",
                     ),
                 )
-            return ExecutionResult.running(record["execution_id"], record.get("session_id"))
-        data = load_json(self._deps, record, "result")
-        return ExecutionResult.model_validate(data)
+            return ExecutionResult.running(record.execution_id, record.session_id)
+        return ExecutionResult.model_validate(load_json(self._deps, record.result))
 
     def abandon(self, job: Job) -> None:
         """Undo a run that never started."""
