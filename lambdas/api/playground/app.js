@@ -78,6 +78,7 @@ async function useKey(key) {
   try {
     await refreshUsage();
     setStatus("Key accepted.", "ok");
+    $("api-key").placeholder = "key in use (this tab only)";
   } catch (error) {
     reportError(error, "Checking the key");
     return;
@@ -463,6 +464,7 @@ function wire() {
   });
   $("forget-key").addEventListener("click", () => {
     sessionStorage.removeItem(KEY_ITEM);
+    $("api-key").placeholder = "x-api-key";
     setStatus("Key forgotten.");
   });
   $("new-session").addEventListener("click", guarded("Creating a session", newSession));
