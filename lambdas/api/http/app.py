@@ -100,10 +100,12 @@ def _document_path(resolver_path: str) -> str:
 
 
 def _is_public(event: dict[str, Any]) -> bool:
+    # `resource` is the matched route template, whatever stage or base path the URL carries.
+    resource = event.get("resource")
+    if resource:
+        return resource in routes.PUBLIC_PATHS
     path = str(event.get("path") or "").rstrip("/")
-    if not path:
-        return routes.PLAYGROUND.public
-    return path.endswith(tuple(p for p in routes.PUBLIC_PATHS if p != routes.PLAYGROUND.path))
+    return path.endswith(tuple(routes.PUBLIC_PATHS)) if path else routes.PLAYGROUND.public
 
 
 def _event_principal(event: dict[str, Any]) -> str | None:
