@@ -13,6 +13,7 @@ config file `lci configure` writes. `lci kernel install` writes the kernelspec
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -53,35 +54,39 @@ def is_complete(code: str) -> dict[str, Any]:
 
 
 class OutputForwarder:
-    """Sends a run's nbformat outputs as Jupyter messages, each once: polling returns the whole
-    list so far, in which the last stream output may have grown since the previous poll."""
+    """Sends a run's nbformat outputs as Jupyter messages, each once. Every poll returns the
+    whole list so far, and it is not always a prefix of the next one (a running cell's list has
+    no execute_result yet, the finished one has it before the figures flushed at the end), so
+    outputs are recognised by content, not by position: per stream name the characters already
+    sent, per other output how many of its identical copies."""
 
     def __init__(self, send: Send, execution_count: int) -> None:
         self._send = send
         self._execution_count = execution_count
-        self._sent: list[tuple[str, int]] = []  # per output: its type/stream name, chars sent
+        self._stream_chars: dict[str, int] = {}
+        self._copies_sent: dict[str, int] = {}
+        self.sent_error = False
 
     def forward(self, outputs: list[dict[str, Any]]) -> None:
-        for index, output in enumerate(outputs):
-            kind = output.get("output_type", "")
-            if kind == "stream":
+        stream_seen: dict[str, int] = {}
+        copies_seen: dict[str, int] = {}
+        for output in outputs:
+            if output.get("output_type") == "stream":
                 name = str(output.get("name", "stdout"))
                 text = _text(output.get("text"))
-                already = self._sent[index][1] if index < len(self._sent) else 0
-                if index < len(self._sent) and self._sent[index][0] != name:
-                    continue  # not the stream it was: the server's list changed shape
-                if len(text) > already:
-                    self._send("stream", {"name": name, "text": text[already:]})
-                self._record(index, name, max(already, len(text)))
-            elif index >= len(self._sent):
+                start = stream_seen.get(name, 0)
+                stream_seen[name] = start + len(text)
+                sent = self._stream_chars.get(name, 0)
+                if stream_seen[name] > sent:
+                    self._send("stream", {"name": name, "text": text[max(0, sent - start) :]})
+                    self._stream_chars[name] = stream_seen[name]
+                continue
+            same = {k: v for k, v in output.items() if k != "execution_count"}
+            key = json.dumps(same, sort_keys=True, default=str)
+            copies_seen[key] = copies_seen.get(key, 0) + 1
+            if copies_seen[key] > self._copies_sent.get(key, 0):
                 self._send_output(output)
-                self._record(index, kind, 0)
-
-    def _record(self, index: int, kind: str, sent_chars: int) -> None:
-        if index < len(self._sent):
-            self._sent[index] = (kind, sent_chars)
-        else:
-            self._sent.append((kind, sent_chars))
+                self._copies_sent[key] = copies_seen[key]
 
     def _send_output(self, output: dict[str, Any]) -> None:
         kind = output.get("output_type")
@@ -96,10 +101,7 @@ class OutputForwarder:
             )
         elif kind == "error":
             self._send("error", _error_content(output))
-
-    @property
-    def sent_error(self) -> bool:
-        return any(kind == "error" for kind, _ in self._sent)
+            self.sent_error = True
 
 
 def _text(value: Any) -> str:

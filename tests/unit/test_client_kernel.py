@@ -116,3 +116,15 @@ def test_polled_outputs_are_sent_once_and_streams_as_their_new_text():
         ("error", {"ename": "E", "evalue": "v", "traceback": ["t"]}),
     ]
     assert forwarder.sent_error
+
+
+def test_a_finished_list_that_reorders_the_running_one_sends_nothing_twice():
+    sent = []
+    forwarder = OutputForwarder(lambda kind, content: sent.append((kind, content["data"])), 1)
+    figure = {"output_type": "display_data", "data": {"image/png": "iVBOR"}, "metadata": {}}
+    value = {"output_type": "execute_result", "data": {"text/plain": "Text(0.5, 1.0, 'k')"}}
+    forwarder.forward([figure])  # while running: the figure, no result yet
+    forwarder.forward([value, figure])  # finished: the result first
+    assert sent == [("display_data", figure["data"]), ("execute_result", value["data"])]
+    forwarder.forward([value, figure, figure])  # a second, identical figure is new
+    assert sent[-1] == ("display_data", figure["data"]) and len(sent) == 3
