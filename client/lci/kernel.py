@@ -266,9 +266,7 @@ class LciKernel(Kernel):
 
     def _interrupt(self, execution_id: str, send: Send) -> None:
         try:
-            self.client.request(
-                "POST", f"/v1/executions/{execution_id}/interrupt", expected=(200, 202)
-            )
+            self.client.interrupt(execution_id)
         except LciError as exc:
             if exc.code != "EXECUTION_FINISHED":  # finished meanwhile: nothing to stop
                 send("stream", {"name": "stderr", "text": f"[lci] interrupt failed: {exc}\n"})

@@ -13,13 +13,15 @@ from lambdas.api.http.playground import PLAYGROUND_DIR, content_security_policy
 from tests.functional.conftest import BUCKET, ApiClient
 
 
-def _get(target: str, key: str | None = None) -> tuple[int, dict[str, str], str]:
+def _get(
+    target: str, key: str | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], str]:
     from lambdas.api.handler import handler
     from local.events import HttpRequest, to_proxy_event
 
     host = [("Host", "abc123.execute-api.us-east-1.amazonaws.com")]
     event = to_proxy_event(
-        HttpRequest("GET", target, host + ([("x-api-key", key)] if key else [])), None
+        HttpRequest(method, target, host + ([("x-api-key", key)] if key else [])), None
     )
     raw: dict[str, Any] = handler(event, None)
     headers = dict(raw.get("headers") or {})
@@ -52,6 +54,12 @@ def test_the_page_and_its_files_need_no_key(api: ApiClient, target: str, content
     assert "Content-Security-Policy" in headers
     assert body
     assert BUCKET not in body and "arn:aws" not in body
+
+
+def test_other_methods_on_the_root_are_405(api: ApiClient):
+    status, headers, body = _get("/", method="POST")
+    assert status == 405, body
+    assert headers.get("Allow") == "GET"
 
 
 def test_unknown_assets_are_404_and_paths_do_not_escape(api: ApiClient):
