@@ -15,16 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lambdas.shared.routes import ROUTES
 from tests.e2e.conftest import TargetStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-# Live output and the interrupt route are issue 13's (branch i13); until it is merged these
-# tests skip, after it they run.
-NEEDS_LIVE_EXECUTION = pytest.mark.skipif(
-    not any(route.path.endswith("/interrupt") for route in ROUTES),
-    reason="no POST /v1/executions/{id}/interrupt in this build (issue 13 not merged)",
-)
 
 TIMEOUT = 120  # seconds per message: a session's first run may pay an environment cold start
 CHART_MIME = "application/vnd.lci.chart+json"
@@ -139,7 +132,6 @@ def test_is_complete_follows_ipython(kernel: tuple[Any, Any]) -> None:
     assert client.get_shell_msg(timeout=TIMEOUT)["content"]["indent"] == "    "
 
 
-@NEEDS_LIVE_EXECUTION
 def test_interrupt_stops_the_remote_cell_and_keeps_state(kernel: tuple[Any, Any]) -> None:
     manager, client = kernel
     msg_id = client.execute(

@@ -17,16 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lambdas.shared.routes import ROUTES
 from tests.e2e.conftest import REPO_ROOT, TargetStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-# Live output and the interrupt route are issue 13's (branch i13); until it is merged these
-# tests skip, after it they run.
-NEEDS_LIVE_EXECUTION = pytest.mark.skipif(
-    not any(route.path.endswith("/interrupt") for route in ROUTES),
-    reason="no POST /v1/executions/{id}/interrupt in this build (issue 13 not merged)",
-)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -260,7 +253,6 @@ def test_an_error_shows_a_readable_traceback(page: Any) -> None:
     assert "error" in status(page)
 
 
-@NEEDS_LIVE_EXECUTION
 def test_outputs_arrive_while_running_and_interrupt_keeps_state(page: Any) -> None:
     from selenium.webdriver.common.by import By
 
