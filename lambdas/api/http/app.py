@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from lambdas.api.errors import Forbidden, InternalError, InvalidRequest, MethodNotAllowed
-from lambdas.api.http import account, errors, executions, files, sessions
+from lambdas.api.http import account, errors, executions, files, playground, sessions
 from lambdas.api.telemetry import flush_metrics, logger
 from lambdas.shared import routes
 
@@ -50,6 +50,7 @@ def build_resolver(
         sessions.router,
         executions.router,
         files.router,
+        playground.router,
     ):
         resolver.include_router(router)
     return resolver
@@ -101,11 +102,12 @@ def _document_path(resolver_path: str) -> str:
 
 
 def _is_public(event: dict[str, Any]) -> bool:
+    # `resource` is the matched route template, whatever stage or base path the URL carries.
     resource = event.get("resource")
     if resource:
         return resource in routes.PUBLIC_PATHS
     path = str(event.get("path") or "").rstrip("/")
-    return path.endswith(tuple(routes.PUBLIC_PATHS))
+    return path.endswith(tuple(routes.PUBLIC_PATHS)) if path else routes.PLAYGROUND.public
 
 
 def _method_not_allowed(event: dict[str, Any]) -> MethodNotAllowed | None:

@@ -28,7 +28,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from lambdas.executor.sandbox import mime, tracebacks
+from lambdas.executor.sandbox import charts, mime, tracebacks
 from lambdas.executor.sandbox.tracebacks import PACKAGES_HINT
 
 DEEP_TRACEBACK_FRAMES = 50
@@ -593,6 +593,7 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     magics.register_function(lambda line: run_pip(shell, shlex.split(line)), "line", "pip")
     for name in ("conda", "mamba", "micromamba", "uv"):
         magics.register_function(_refuse_package_manager(name), "line", name)
+    charts.register(shell)  # figures also yield application/vnd.lci.chart+json
     return shell
 
 
