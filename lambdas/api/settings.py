@@ -47,6 +47,8 @@ class ApiSettings(BaseSettings):
     POWERTOOLS_SERVICE_NAME: str = "lci-api"
     POWERTOOLS_METRICS_NAMESPACE: str = "LambdaCodeInterpreter"
     POWERTOOLS_LOG_LEVEL: str = "INFO"
+    # X-Ray never records a response (user output, presigned URLs): see lambdas/api/handler.py.
+    POWERTOOLS_TRACER_CAPTURE_RESPONSE: Literal["false"] = "false"
 
 
 @lru_cache(maxsize=1)
