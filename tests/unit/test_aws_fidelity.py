@@ -82,3 +82,42 @@ def test_the_api_handler_traces_without_recording_its_response(
     assert traced({}, None)["statusCode"] == 200
     [subsegment] = xray.subsegments
     assert not any("response" in key for key in subsegment.metadata), subsegment.metadata
+
+
+# --- item 1: presigned URLs name the regional S3 endpoint ----------------------------------------
+
+BUCKET = "lci-dev-storagebucket-1abcdef"
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "ap-southeast-3"])
+def test_presigned_urls_use_the_regional_virtual_hosted_endpoint(
+    region: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regions opened after March 2019 (ap-southeast-3) refuse the global host, older ones
+    redirect new buckets (breaking the signature), and the executor's VPC endpoint serves
+    only its own Region: every URL must name `<bucket>.s3.<region>.amazonaws.com`."""
+    from urllib.parse import urlsplit
+
+    from lambdas.api.adapters.s3 import S3BlobStore
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_REGION", region)
+    blobs = S3BlobStore(BUCKET)
+    expected_host = f"{BUCKET}.s3.{region}.amazonaws.com"
+    download = urlsplit(blobs.presigned_get("sessions/s1/files/a.csv", 300))
+    assert (download.scheme, download.netloc) == ("https", expected_host)
+    assert download.path == "/sessions/s1/files/a.csv"
+    assert f"%2F{region}%2Fs3%2Faws4_request" in download.query  # signed for this Region
+    upload = blobs.presigned_post(key_prefix="sessions/s1/files/", max_bytes=10, expires_in=60)
+    assert urlsplit(upload.url).netloc == expected_host
+    assert f"/{region}/s3/aws4_request" in upload.fields["x-amz-credential"]
+
+
+def test_an_endpoint_override_still_presigns_path_style_against_it() -> None:
+    """The local stack's S3 (its verifying front on 127.0.0.1) has no bucket subdomains."""
+    from lambdas.api.adapters.s3 import S3BlobStore
+
+    blobs = S3BlobStore(BUCKET, endpoint_url="http://127.0.0.1:9000")
+    assert blobs.presigned_get("k.txt", 60).startswith(f"http://127.0.0.1:9000/{BUCKET}/k.txt?")
+    post = blobs.presigned_post(key_prefix="p/", max_bytes=1, expires_in=60)
+    assert post.url == f"http://127.0.0.1:9000/{BUCKET}"
