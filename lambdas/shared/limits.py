@@ -11,6 +11,9 @@ from typing import Final
 
 PYTHON_VERSION: Final = "3.13"
 
+# AWS limits the product is shaped by
+LAMBDA_SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response of a sync invoke
+
 # Execute requests
 DEFAULT_TIMEOUT_MS: Final = 30_000
 MAX_TIMEOUT_MS: Final = 300_000

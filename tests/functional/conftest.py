@@ -146,7 +146,10 @@ class ApiClient:
         text = raw["body"] or ""
         if raw.get("isBase64Encoded"):
             text = base64.b64decode(text).decode()
-        response = ApiResponse(int(raw["statusCode"]), dict(raw.get("headers") or {}), text)
+        headers = dict(raw.get("headers") or {})
+        # Powertools' REST resolver answers with multiValueHeaders, as API Gateway reads them.
+        headers.update({k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items() if v})
+        response = ApiResponse(int(raw["statusCode"]), headers, text)
         assert_no_leaks(response.status, text)
         self.responses.append(response)
         return response

@@ -78,11 +78,12 @@ def test_lambda_function_error_is_an_error_result_without_details() -> None:
 
 
 def test_lambda_throttle_raises_rate_limited() -> None:
-    from lambdas.api.adapters.executor import LambdaExecutor
+    from lambdas.api.adapters.executor import INVOKE_THROTTLE_ATTEMPTS, LambdaExecutor
 
-    executor = LambdaExecutor("lci-executor", read_timeout_s=400)
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400, sleep=lambda _: None)
     with Stubber(executor._client) as stub:
-        stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
+        for _ in range(INVOKE_THROTTLE_ATTEMPTS):  # throttles are retried a few times first
+            stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
         with pytest.raises(RateLimited):
             executor.invoke(_invocation())
 

@@ -121,3 +121,164 @@ def test_an_endpoint_override_still_presigns_path_style_against_it() -> None:
     assert blobs.presigned_get("k.txt", 60).startswith(f"http://127.0.0.1:9000/{BUCKET}/k.txt?")
     post = blobs.presigned_post(key_prefix="p/", max_bytes=1, expires_in=60)
     assert post.url == f"http://127.0.0.1:9000/{BUCKET}"
+
+
+# --- item 6: an executor invoke is never re-sent, except when throttled --------------------------
+
+
+def _invocation() -> Any:
+    from lambdas.shared.models import ExecutorInvocation
+
+    return ExecutorInvocation(execution_id="e1", tenant_id="s1", session_id="s1", code="x += 1")
+
+
+def _ok_payload() -> Any:
+    import io
+    import json
+
+    from botocore.response import StreamingBody
+
+    from lambdas.shared.models import ExecutionResult, ExecutionStatus
+
+    answer = {
+        "result": ExecutionResult(
+            execution_id="e1", status=ExecutionStatus.OK, success=True, execution_count=1
+        ).model_dump(mode="json")
+    }
+    raw = json.dumps(answer).encode()
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+def _transport_failures(error: Exception) -> Any:
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    return {
+        "read timeout": ReadTimeoutError(endpoint_url="https://lambda.us-east-1.amazonaws.com"),
+        "connection reset": ConnectionClosedError(
+            endpoint_url="https://lambda.us-east-1.amazonaws.com"
+        ),
+        "connect failed": EndpointConnectionError(
+            endpoint_url="https://lambda.us-east-1.amazonaws.com"
+        ),
+    }
+
+
+@pytest.mark.parametrize("failure", ["read timeout", "connection reset", "connect failed"])
+def test_a_lost_invoke_response_is_not_retried_so_user_code_runs_once(failure: str) -> None:
+    """botocore's standard retries would resend Invoke after a read timeout or a reset
+    connection, running the user's code a second time in the session."""
+    from lambdas.api.adapters.executor import LambdaExecutor
+    from lambdas.shared.executor_responses import ExecutorFailure
+
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400)
+    sent: list[Any] = []
+    error = _transport_failures(Exception())[failure]
+
+    def transport(request: Any, **kwargs: Any) -> None:
+        sent.append(request)
+        raise error
+
+    # Stubber answers before botocore's retry loop; the transport hook sits inside it.
+    executor._client.meta.events.register("before-send.lambda.Invoke", transport)
+    response = executor.invoke(_invocation())
+    assert len(sent) == 1, f"Invoke was sent {len(sent)} times"
+    assert isinstance(response, ExecutorFailure)
+
+
+def test_the_lambda_client_keeps_connections_alive_and_never_retries_itself() -> None:
+    from lambdas.api.adapters.executor import LambdaExecutor
+
+    config = LambdaExecutor("lci-executor", read_timeout_s=400)._client.meta.config
+    # botocore's `max_attempts` counts retries (1 would still resend once); the total is 1.
+    assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert config.tcp_keepalive is True
+    assert config.read_timeout == 400
+
+
+def test_throttled_invokes_are_retried_within_a_bounded_budget() -> None:
+    from botocore.stub import Stubber
+
+    from lambdas.api.adapters.executor import INVOKE_THROTTLE_ATTEMPTS, LambdaExecutor
+    from lambdas.api.errors import RateLimited
+
+    slept: list[float] = []
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400, sleep=slept.append)
+    with Stubber(executor._client) as stub:
+        stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
+        stub.add_response("invoke", {"StatusCode": 200, "Payload": _ok_payload()})
+        assert executor.invoke(_invocation()).result.success
+        stub.assert_no_pending_responses()
+    assert len(slept) == 1
+    with Stubber(executor._client) as stub:
+        for _ in range(INVOKE_THROTTLE_ATTEMPTS):
+            stub.add_client_error(
+                "invoke",
+                "TooManyRequestsException",
+                http_status_code=429,
+                service_message="Rate exceeded",
+                response_meta={"HTTPHeaders": {"retry-after": "3"}},
+            )
+        with pytest.raises(RateLimited) as raised:
+            executor.invoke(_invocation())
+        stub.assert_no_pending_responses()
+    assert raised.value.retry_after_seconds >= 1
+    assert sum(slept) < 5  # bounded: the sync window is not spent on retries
+
+
+# --- item 2 (the executor hop) and item 8 (throttles): Lambda's refusals, mapped ------------------
+
+
+@pytest.mark.parametrize("code", ["RequestEntityTooLargeException", "RequestTooLargeException"])
+def test_an_invocation_over_lambdas_request_limit_is_a_413(code: str) -> None:
+    from botocore.stub import Stubber
+
+    from lambdas.api.adapters.executor import LambdaExecutor
+    from lambdas.api.errors import PayloadTooLarge, status_and_code
+
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400)
+    with Stubber(executor._client) as stub:
+        stub.add_client_error(
+            "invoke",
+            code,
+            http_status_code=413,
+            service_message="6291556 byte payload is too large for the RequestResponse "
+            "invocation type (limit 6291456 bytes)",
+        )
+        with pytest.raises(PayloadTooLarge) as raised:
+            executor.invoke(_invocation())
+    assert status_and_code(raised.value) == (413, "PAYLOAD_TOO_LARGE")
+    assert "6 MB" in raised.value.message
+
+
+def test_a_response_over_lambdas_limit_is_reported_as_a_result_too_large() -> None:
+    import io
+    import json
+
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from lambdas.api.adapters.executor import RESULT_TOO_LARGE_MESSAGE, LambdaExecutor
+    from lambdas.shared.executor_responses import ExecutorFailure
+
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400)
+    error = json.dumps(
+        {
+            "errorType": "Function.ResponseSizeTooLarge",
+            "errorMessage": "Response payload size exceeded maximum allowed payload size "
+            "(6291556 bytes).",
+        }
+    ).encode()
+    with Stubber(executor._client) as stub:
+        stub.add_response(
+            "invoke",
+            {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "Payload": StreamingBody(io.BytesIO(error), len(error)),
+            },
+        )
+        response = executor.invoke(_invocation())
+    assert isinstance(response, ExecutorFailure)
+    assert response.result.error is not None
+    assert response.result.error.value == RESULT_TOO_LARGE_MESSAGE
+    assert "too large" in RESULT_TOO_LARGE_MESSAGE and "6 MB" in RESULT_TOO_LARGE_MESSAGE

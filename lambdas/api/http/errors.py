@@ -29,7 +29,9 @@ router = Router()
 @router.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[Any]:
     status, code = status_and_code(error)
-    return json_response(status, error_body(code, error.message, error.details))
+    return json_response(
+        status, error_body(code, error.message, error.details), headers=error.response_headers()
+    )
 
 
 @router.exception_handler(RequestValidationError)
@@ -71,7 +73,7 @@ def raw_error(error: ApiError) -> dict[str, Any]:
     status, code = status_and_code(error)
     return {
         "statusCode": status,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **error.response_headers()},
         "body": json.dumps(error_body(code, error.message, error.details)),
         "isBase64Encoded": False,
     }

@@ -39,7 +39,7 @@ class Dispatcher:
             # an Idempotency-Key lets a retry find it meanwhile: then it is visible as running.
             if job.idempotency_key_hash:
                 self.put_running(job, with_job=False)
-            return ExecuteOutcome(result=self._runs.run_job(job, raise_throttled=True))
+            return ExecuteOutcome(result=self._runs.run_job(job, raise_refused=True))
 
         remote = self._deps.background.runs_remotely
         if remote or not job.wait:

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lambdas.api.errors import InvalidPath, RateLimited
+from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited
 from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit
 from lambdas.api.service.common import (
     Deps,
@@ -53,12 +53,13 @@ class RunService:
         # thread-safe); this pool only ever waits on I/O.
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lci-io")
 
-    def run_job(self, job: Job, *, raise_throttled: bool = False) -> ExecutionResult:
+    def run_job(self, job: Job, *, raise_refused: bool = False) -> ExecutionResult:
         """Invoke the executor, commit, store the record and the notebook cell, count usage.
 
-        Whatever goes wrong ends as an `error` result in the record, except a throttled
-        executor when `raise_throttled` (a synchronous caller): then the run is undone without a
-        trace (lease, record, idempotency claim) and RateLimited propagates as a 429.
+        Whatever goes wrong ends as an `error` result in the record, except an invoke Lambda
+        refused before anything ran (throttled: RateLimited, over its request limit:
+        PayloadTooLarge) when `raise_refused` (a synchronous caller): then the run is undone
+        without a trace (lease, record, idempotency claim) and the error propagates (429, 413).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
@@ -66,11 +67,11 @@ class RunService:
         try:
             invocation, unsynced_files = self._invocation(job)
             response = self._deps.executor.invoke(invocation)
-        except RateLimited as throttled:
-            if raise_throttled:
+        except (RateLimited, PayloadTooLarge) as refused:
+            if raise_refused:
                 self._records.abandon(job)
                 raise
-            response = failed_response(invocation or _minimal_invocation(job), throttled.message)
+            response = failed_response(invocation or _minimal_invocation(job), refused.message)
         except Exception:
             logger.exception("executor call failed for execution %s", job.execution_id)
             response = failed_response(
