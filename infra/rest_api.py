@@ -2,8 +2,10 @@
 function.
 
 An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
-usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
-(missing key, throttling, quota, unknown route, invalid body) use the product's error shape.
+usage plan throttles each key and caps its monthly requests, and the routes without a key
+(which no usage plan covers) are throttled per method. API Gateway's own rejections (missing
+key, throttling, quota, unknown route, invalid body, a body over 10 MB, an integration over
+29 s) use the product's error shape.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StackConfig
-from lambdas.shared.routes import ROUTES
+from lambdas.shared.routes import ROUTES, Route
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
 # the API function validates everything in full.
@@ -37,7 +39,9 @@ GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     "QUOTA_EXCEEDED": ("429", "QUOTA_EXCEEDED"),
     "BAD_REQUEST_BODY": ("400", "INVALID_REQUEST"),
     "BAD_REQUEST_PARAMETERS": ("400", "INVALID_REQUEST"),
-    "REQUEST_TOO_LARGE": ("413", "PAYLOAD_TOO_LARGE"),
+    "REQUEST_TOO_LARGE": ("413", "PAYLOAD_TOO_LARGE"),  # a body over API Gateway's 10 MB
+    # The API function did not answer within API Gateway's 29 s (a sync run answers 202 before).
+    "INTEGRATION_TIMEOUT": ("504", "INTEGRATION_TIMEOUT"),
     "DEFAULT_4XX": (None, "INVALID_REQUEST"),
     "DEFAULT_5XX": (None, "INTERNAL"),
 }
@@ -61,6 +65,11 @@ ACCESS_LOG_FORMAT = {
     "errorType": "$context.error.responseType",
     "xrayTraceId": "$context.xrayTraceId",
 }
+
+
+def method_options_path(route: Route) -> str:
+    """A route's key in the stage's method options: `/<resource path>/<HTTP method>`."""
+    return f"{route.path.rstrip('/')}/{route.method}"
 
 
 class RestApi(Construct):
@@ -90,6 +99,14 @@ class RestApi(Construct):
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,  # would log request bodies, i.e. user code
                 metrics_enabled=True,
+                method_options={
+                    method_options_path(route): apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=config.publicThrottleRateLimit,
+                        throttling_burst_limit=config.publicThrottleBurstLimit,
+                    )
+                    for route in ROUTES
+                    if route.public
+                },
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),
         )
