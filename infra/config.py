@@ -48,6 +48,11 @@ class StackConfig(BaseModel):
         description="isolated: executor in a VPC with isolated subnets and an S3 endpoint only; "
         "internet: executor outside any VPC (can reach PyPI and the internet).",
     )
+    dnsFirewall: bool = Field(
+        default=True,
+        description="isolated mode: Route 53 Resolver DNS Firewall on the executor's VPC answers "
+        "only the bucket's regional S3 host (DNS would otherwise be a way out).",
+    )
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     executorMemoryMb: int = Field(default=3008, ge=512, le=10240)
     executorEphemeralStorageMb: int = Field(default=2048, ge=512, le=10240)
