@@ -59,7 +59,7 @@ class StackConfig(BaseModel):
     apiMemoryMb: int = Field(default=512, ge=128, le=10240)
     maxTimeoutMs: int = Field(default=limits.MAX_TIMEOUT_MS, ge=limits.MIN_TIMEOUT_MS)
     defaultTimeoutMs: int = Field(default=limits.DEFAULT_TIMEOUT_MS, ge=limits.MIN_TIMEOUT_MS)
-    syncWaitMs: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0, le=28_000)
+    syncWaitMs: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0, le=limits.MAX_SYNC_WAIT_MS)
     maxCodeBytes: int = Field(default=limits.MAX_CODE_BYTES, gt=0)
     maxUploadBytes: int = Field(default=limits.MAX_UPLOAD_BYTES, gt=0)
     sessionTtlSeconds: int = Field(

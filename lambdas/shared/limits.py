@@ -18,9 +18,18 @@ LAMBDA_SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response o
 DEFAULT_TIMEOUT_MS: Final = 30_000
 MAX_TIMEOUT_MS: Final = 300_000
 MIN_TIMEOUT_MS: Final = 100
-DEFAULT_SYNC_WAIT_MS: Final = 25_000  # under API Gateway's 29 s integration timeout
-# A run whose timeout plus this margin fits in the sync window is invoked inline (no hop).
-SYNC_FAST_PATH_MARGIN_MS: Final = 2_000
+# A sync call answers within this window (then 202), under API Gateway's 29 s integration
+# timeout with room for the API's own work; the default is the maximum.
+MAX_SYNC_WAIT_MS: Final = 25_000
+DEFAULT_SYNC_WAIT_MS: Final = MAX_SYNC_WAIT_MS
+# On Lambda the API function cannot answer 202 while it waits for an inline invoke, so a run is
+# invoked inline only when its timeout plus these allowances fits the window: a new tenant's
+# cold environment (Lambda init, layers, the zygote's preload) and the state restore and save.
+SYNC_INLINE_COLD_START_ALLOWANCE_MS: Final = 10_000
+SYNC_INLINE_TRANSFER_ALLOWANCE_MS: Final = 5_000
+SYNC_INLINE_ALLOWANCE_MS: Final = (
+    SYNC_INLINE_COLD_START_ALLOWANCE_MS + SYNC_INLINE_TRANSFER_ALLOWANCE_MS
+)
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 MAX_CODE_BYTES: Final = 10 * 1024
 MAX_ENV_VARS: Final = 64

@@ -116,3 +116,139 @@ def test_a_retried_commit_of_the_same_items_reuses_its_token(
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "once", **FAST})
     assert response.status == 200 and response.json()["execution_count"] == 1
     assert len(strict.calls) == 2 and strict.calls[0] == strict.calls[1]
+
+
+# --- item 3: API Gateway's 29 s: the sync window holds on every path ------------------------------
+
+
+def _settings(**overrides: Any) -> Any:
+    from lambdas.api.settings import ApiSettings
+    from tests.functional.conftest import BUCKET
+
+    return ApiSettings(TABLE_NAME=TABLE, BUCKET_NAME=BUCKET, **overrides)
+
+
+def _session_item(session_id: str) -> dict[str, Any]:
+    table = boto3.resource("dynamodb").Table(TABLE)
+    return table.get_item(Key={"pk": f"SESSION#{session_id}", "sk": "META"})["Item"]
+
+
+def _execution_item(execution_id: str) -> dict[str, Any] | None:
+    table = boto3.resource("dynamodb").Table(TABLE)
+    return table.get_item(Key={"pk": f"EXECUTION#{execution_id}", "sk": "META"}).get("Item")
+
+
+def test_a_slow_cold_start_answers_202_with_an_id_within_the_window(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    """A short run (its timeout fits the window many times) whose environment takes longer
+    than the window to start (a new session's cold start, a big state restore): the caller
+    gets 202 and an id at the window, never API Gateway's 504 without one."""
+    import threading
+    import time
+
+    window_ms = 2500
+    container.override(settings=_settings(SYNC_WAIT_MS=window_ms))
+    sid = api.new_session()
+    cold = threading.Event()
+    normal = fake_executor.behaviour
+
+    def slow_cold_start(invocation: Any) -> Any:
+        cold.wait(8)  # the environment starts (the test ends it early once it saw the 202)
+        fake_executor.behaviour = normal
+        return fake_executor.invoke(invocation)
+
+    fake_executor.behaviour = slow_cold_start
+    started = time.monotonic()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "x = 1", "timeout_ms": 100})
+    elapsed = time.monotonic() - started
+    assert response.status == 202, response.text
+    assert elapsed < window_ms / 1000 + 1.0
+    execution_id = response.json()["execution_id"]
+    running = api.get(f"/v1/executions/{execution_id}")
+    assert running.status == 200 and running.json()["status"] == "running"
+    assert "lease_id" in _session_item(sid)  # the run still holds the session
+    cold.set()
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/executions/{execution_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline, "the run never finished"
+        time.sleep(0.05)
+    finished = api.get(f"/v1/executions/{execution_id}").json()
+    assert finished["status"] == "ok" and finished["stdout"] == "ran: x = 1\n"
+    item = _session_item(sid)
+    assert "lease_id" not in item and int(item["execution_count"]) == 1  # released, committed
+
+
+def test_the_running_execution_is_recorded_before_the_executor_is_invoked(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    """Even a run that fits the window: if the answer never reaches the caller (a 504, a
+    crash), the execution exists, and is reported lost rather than never having existed."""
+    seen: list[Any] = []
+    normal = fake_executor.behaviour
+
+    def check_record(invocation: Any) -> Any:
+        seen.append(_execution_item(invocation.execution_id))
+        fake_executor.behaviour = normal
+        return fake_executor.invoke(invocation)
+
+    fake_executor.behaviour = check_record
+    sid = api.new_session()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", **FAST})
+    assert response.status == 200
+    fake_executor.behaviour = check_record
+    assert api.post("/v1/execute", {"code": "1", **FAST}).status == 200
+    assert len(seen) == 2
+    for record in seen:
+        assert record is not None, "the executor ran before its execution was recorded"
+        assert record["status"] == "running"
+
+
+@pytest.mark.parametrize("sync_wait_ms", [25_001, 29_000])
+def test_the_sync_window_can_not_exceed_25_seconds(sync_wait_ms: int) -> None:
+    from pydantic import ValidationError
+
+    from infra.config import StackConfig
+
+    with pytest.raises(ValidationError):
+        _settings(SYNC_WAIT_MS=sync_wait_ms)
+    with pytest.raises(ValidationError):
+        StackConfig(syncWaitMs=sync_wait_ms)
+
+
+class _RemoteBackground:
+    """A background port whose runs happen in another invocation (like LambdaBackground)."""
+
+    runs_remotely = True
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    class _Handle:
+        def wait(self, timeout_s: float) -> None:
+            return None
+
+    def submit(self, execution_id: str, run: Any, poll: Any) -> Any:
+        self.submitted.append(execution_id)
+        return self._Handle()
+
+
+def test_on_lambda_a_run_is_inline_only_when_its_timeout_leaves_room_for_a_cold_start(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    """On Lambda the API function can not answer 202 while it still waits for an inline
+    invoke: only a run whose timeout plus a cold start and state transfer fit the window is
+    invoked inline; a 15 s run in a 25 s window goes to the background invocation."""
+    from lambdas.shared import limits
+
+    background = _RemoteBackground()
+    container.override(background=background)
+    sid = api.new_session()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", "timeout_ms": 15_000})
+    assert response.status == 202
+    assert background.submitted == [response.json()["execution_id"]]
+    assert fake_executor.invocations == []
+    inline_ms = limits.DEFAULT_SYNC_WAIT_MS - limits.SYNC_INLINE_ALLOWANCE_MS
+    other = api.new_session()
+    response = api.post(f"/v1/sessions/{other}/execute", {"code": "2", "timeout_ms": inline_ms})
+    assert response.status == 200 and len(fake_executor.invocations) == 1

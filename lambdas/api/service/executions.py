@@ -2,9 +2,9 @@
 
 A session run: validate (400/413) → replay if the Idempotency-Key is known → quota (429) → take
 the session lease with one conditional write (404 if missing/foreign/expired, 409 if held) →
-claim the idempotency key → run inline when `timeout_ms` + a margin fits the sync window (fast
-path), else hand it to the background port and wait up to the window (202 after it; `wait:
-false` → 202 at once). After the executor returns, one transaction releases the lease, commits
+claim the idempotency key → record the execution as running and dispatch it within the sync
+window (`dispatch.py`: 200 with the result, or 202 with its id at the window; `wait: false` →
+202 at once). After the executor returns, one transaction releases the lease, commits
 state_version + 1 if the worker uploaded a snapshot, stores the notebook cell and the execution
 record; a lease that is no longer ours commits nothing. Compute time is measured here, around
 the executor call, never taken from the executor's report.

@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from lambdas.api.ports import ConditionFailed, SessionCommit
-from lambdas.api.service.common import EXECUTION_RECORD_TTL_SECONDS, Deps, iso, load_json
+from lambdas.api.service.common import (
+    EXECUTION_RECORD_TTL_SECONDS,
+    Deps,
+    execution_prefix,
+    iso,
+    load_json,
+    store_json,
+)
 from lambdas.shared import limits
 from lambdas.shared.models import ExecutionError, ExecutionResult, ExecutionStatus, InlineFile
 
@@ -57,6 +64,24 @@ class ExecutionRecords:
         if job.session_id:
             item["session_id"] = job.session_id
         return item
+
+    def put_running(self, job: Job, *, with_job: bool) -> None:
+        """Record the execution as running (with its job for a background invocation); if that
+        fails the run never starts: the lease is given back and the error raised."""
+        record = self.execution_item(job, ExecutionStatus.RUNNING)
+        try:
+            if with_job:
+                store_json(
+                    self._deps,
+                    record,
+                    "job",
+                    job.model_dump(mode="json"),
+                    execution_prefix(job.execution_id) + "job.json",
+                )
+            self._deps.table.put_execution(job.execution_id, record)
+        except Exception:
+            self.release(job)
+            raise
 
     def finished_result(self, execution_id: str) -> ExecutionResult | None:
         record = self._deps.table.get_execution(execution_id, consistent=True)

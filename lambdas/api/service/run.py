@@ -5,8 +5,9 @@ the executor call, never taken from the executor's report."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited
@@ -44,6 +45,30 @@ _CUT_SHORT = {ExecutionStatus.TIMEOUT, ExecutionStatus.MEMORY_EXCEEDED}
 _UPLOAD_EXPIRY_MARGIN_S = 120
 
 
+class SyncCaller:
+    """The caller of a sync run waiting for its answer: either the run refuses it (429 / 413:
+    an invoke Lambda refused, nothing ran) or the window closes first and it gets 202, never
+    both — after a 202 a refusal is the run's recorded error."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answer: str | None = None
+
+    def refuse(self) -> bool:
+        """The run's side: True if the caller takes the refusal (it has no 202 yet)."""
+        return self._settle("refused")
+
+    def accept(self) -> bool:
+        """The window's side: True if the caller gets 202 (the run did not refuse it)."""
+        return self._settle("accepted")
+
+    def _settle(self, answer: str) -> bool:
+        with self._lock:
+            if self._answer is None:
+                self._answer = answer
+            return self._answer == answer
+
+
 class RunService:
     def __init__(self, deps: Deps, records: ExecutionRecords, usage: UsageService) -> None:
         self._deps = deps
@@ -53,30 +78,50 @@ class RunService:
         # thread-safe); this pool only ever waits on I/O.
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lci-io")
 
-    def run_job(self, job: Job, *, raise_refused: bool = False) -> ExecutionResult:
+    def record_running(self, job: Job) -> Future[None]:
+        """Record the execution as running, on the I/O pool (see `run_job`'s `recorded`)."""
+        return self._io.submit(self._records.put_running, job, with_job=False)
+
+    def run_job(
+        self,
+        job: Job,
+        *,
+        caller: SyncCaller | None = None,
+        recorded: Future[None] | None = None,
+    ) -> ExecutionResult:
         """Invoke the executor, commit, store the record and the notebook cell, count usage.
 
-        Whatever goes wrong ends as an `error` result in the record, except an invoke Lambda
-        refused before anything ran (throttled: RateLimited, over its request limit:
-        PayloadTooLarge) when `raise_refused` (a synchronous caller): then the run is undone
-        without a trace (lease, record, idempotency claim) and the error propagates (429, 413).
+        `recorded`: the write of the running record, awaited before the invoke (a failed one
+        raises: the run never starts). Whatever goes wrong later ends as an `error` result in
+        the record, except an invoke Lambda refused before anything ran (throttled:
+        RateLimited, over its request limit: PayloadTooLarge) while a sync `caller` still
+        waits: then the run is undone without a trace (lease, record, idempotency claim) and
+        the error propagates (429, 413).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
         unsynced_files = 0
+        not_started = "the execution could not be started"
         try:
             invocation, unsynced_files = self._invocation(job)
-            response = self._deps.executor.invoke(invocation)
+        except Exception:
+            logger.exception("preparing execution %s failed", job.execution_id)
+        if recorded is not None:
+            recorded.result()  # raises if the run could not be recorded: it never starts
+        try:
+            response = (
+                self._deps.executor.invoke(invocation)
+                if invocation is not None
+                else failed_response(_minimal_invocation(job), not_started)
+            )
         except (RateLimited, PayloadTooLarge) as refused:
-            if raise_refused:
+            if caller is not None and caller.refuse():
                 self._records.abandon(job)
                 raise
             response = failed_response(invocation or _minimal_invocation(job), refused.message)
         except Exception:
             logger.exception("executor call failed for execution %s", job.execution_id)
-            response = failed_response(
-                invocation or _minimal_invocation(job), "the execution could not be started"
-            )
+            response = failed_response(invocation or _minimal_invocation(job), not_started)
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
             return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
