@@ -7,6 +7,7 @@ never carry the API key.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 import time
@@ -117,8 +118,16 @@ class Client:
         self.request("DELETE", f"/v1/sessions/{_seg(session_id)}", expected=(200, 204))
 
     def notebook(self, session_id: str) -> dict[str, Any]:
-        """The session's cells and outputs as an nbformat v4 document."""
-        return self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[1]
+        """The session's cells and outputs as an nbformat v4 document — the whole of it: one
+        too large for an API response is fetched from its link (`metadata.lci.notebook_url`)."""
+        notebook: dict[str, Any] = self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[
+            1
+        ]
+        url = ((notebook.get("metadata") or {}).get("lci") or {}).get("notebook_url")
+        if not url:
+            return notebook
+        whole: dict[str, Any] = json.loads(self.fetch(url))
+        return whole
 
     # -- execution ---------------------------------------------------------------------------------
 

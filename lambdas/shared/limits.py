@@ -13,6 +13,9 @@ PYTHON_VERSION: Final = "3.13"
 
 # AWS limits the product is shaped by
 LAMBDA_SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response of a sync invoke
+# The API function's proxy response (its body JSON-encoded a second time) stays under this;
+# larger results and notebooks keep head and tail inline and link the rest (presigned GET).
+API_RESPONSE_BUDGET_BYTES: Final = LAMBDA_SYNC_PAYLOAD_MAX_BYTES - 1024 * 1024
 
 # Execute requests
 DEFAULT_TIMEOUT_MS: Final = 30_000
@@ -63,7 +66,8 @@ DEFAULT_FILE_SIZE_LIMIT_BYTES: Final = 512 * 1024 * 1024
 DEFAULT_OPEN_FILES_LIMIT: Final = 256
 DEFAULT_EXTRA_PROCESSES_LIMIT: Final = 64  # added to the current process count of the uid
 MAX_STREAM_BYTES: Final = 1024 * 1024  # stdout and stderr each
-MAX_RESULT_BYTES: Final = 5 * 1024 * 1024  # whole ExecutionResult, under the 6 MB sync payload
+# Whole ExecutionResult as the executor's JSON response, under Lambda's 6 MB sync payload.
+MAX_RESULT_BYTES: Final = 5 * 1024 * 1024
 MAX_STATE_BYTES: Final = 1024 * 1024 * 1024
 
 # Usage quotas per principal and calendar month (UTC); 0 means unlimited

@@ -70,6 +70,11 @@ class ExecutionResult(_Model):
     files: list[OutputFile] = Field(default_factory=list)
     duration_ms: int = 0
     warnings: list[str] = Field(default_factory=list)
+    # A result too large for one response keeps the head and tail of these inline; the whole
+    # of each is behind its presigned GET (set by the API function, None otherwise).
+    stdout_url: str | None = None
+    stderr_url: str | None = None
+    outputs_url: str | None = None  # every output, the last expression's value and the error
 
     @classmethod
     def running(cls, execution_id: str, session_id: str | None) -> ExecutionResult:

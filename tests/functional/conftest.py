@@ -61,7 +61,16 @@ def api_event(
     return to_proxy_event(request, principal)
 
 
-_URL_KEYS = {"url", "download_url", "fields", "upload"}
+_URL_KEYS = {
+    "url",
+    "download_url",
+    "fields",
+    "upload",
+    "stdout_url",
+    "stderr_url",
+    "outputs_url",
+    "notebook_url",
+}
 # User-visible run output may legitimately contain tracebacks of the user's own code.
 _USER_CONTENT_KEYS = {"traceback", "outputs", "stderr", "stdout", "cells", "error"}
 

@@ -252,3 +252,62 @@ def test_on_lambda_a_run_is_inline_only_when_its_timeout_leaves_room_for_a_cold_
     other = api.new_session()
     response = api.post(f"/v1/sessions/{other}/execute", {"code": "2", "timeout_ms": inline_ms})
     assert response.status == 200 and len(fake_executor.invocations) == 1
+
+
+# --- item 2: Lambda's 6 MB after the proxy's second encoding ------------------------------------
+
+
+def _quotes_executor(fake_executor: FakeExecutor, size: int) -> None:
+    from lambdas.shared.models import ExecutionResult, ExecutionStatus, ExecutorResponse
+
+    def loud(invocation: Any) -> Any:
+        text = '"' * size + "\n"
+        return ExecutorResponse(
+            result=ExecutionResult(
+                execution_id=invocation.execution_id,
+                status=ExecutionStatus.OK,
+                success=True,
+                execution_count=invocation.execution_count,
+                stdout=text,
+                outputs=[{"output_type": "stream", "name": "stdout", "text": text}],
+            )
+        )
+
+    fake_executor.behaviour = loud
+
+
+def _proxy_bytes(text: str) -> int:
+    return len(json.dumps({"statusCode": 200, "body": text}))
+
+
+def test_a_result_over_the_response_budget_links_its_parts_and_the_notebook_keeps_all(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    import requests
+
+    from lambdas.shared import limits
+
+    size = 2 * 1024 * 1024
+    _quotes_executor(fake_executor, size)
+    sid = api.new_session()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "print(q)", **FAST})
+    assert response.status == 200
+    assert _proxy_bytes(response.text) <= limits.API_RESPONSE_BUDGET_BYTES
+    result = response.json()
+    assert result["stdout"].startswith('"' * 1000) and "stdout_url" in result["stdout"]
+    assert requests.get(result["stdout_url"], timeout=30).text == '"' * size + "\n"
+    outputs = requests.get(result["outputs_url"], timeout=30).json()
+    assert outputs[0]["text"] == '"' * size + "\n"
+    stored = api.get(f"/v1/executions/{result['execution_id']}")
+    assert _proxy_bytes(stored.text) <= limits.API_RESPONSE_BUDGET_BYTES
+    assert requests.get(stored.json()["stdout_url"], timeout=30).text == '"' * size + "\n"
+
+    fake_executor.behaviour = None
+    assert api.post(f"/v1/sessions/{sid}/execute", {"code": "tail", **FAST}).status == 200
+    notebook = api.get(f"/v1/sessions/{sid}/notebook")
+    assert notebook.status == 200
+    assert _proxy_bytes(notebook.text) <= limits.API_RESPONSE_BUDGET_BYTES
+    document = notebook.json()
+    whole = requests.get(document["metadata"]["lci"]["notebook_url"], timeout=30).json()
+    assert [cell["source"] for cell in whole["cells"]] == ["print(q)", "tail"]
+    assert whole["cells"][0]["outputs"][0]["text"] == '"' * size + "\n"

@@ -20,6 +20,9 @@ from lambdas.api.service.common import (
 from lambdas.shared import limits
 from lambdas.shared.models import ExecutionError, ExecutionResult, ExecutionStatus, InlineFile
 
+# Execution record attribute: S3 keys of the result parts its response links, by part.
+SPILLED_ATTRIBUTE = "spilled"
+
 
 class Job(BaseModel):
     """Everything needed to run one execution; stored in its record for the background runner."""
@@ -108,7 +111,15 @@ class ExecutionRecords:
                 )
             return ExecutionResult.running(record["execution_id"], record.get("session_id"))
         data = load_json(self._deps, record, "result")
-        return ExecutionResult.model_validate(data)
+        result = ExecutionResult.model_validate(data)
+        self.link_spilled(result, record.get(SPILLED_ATTRIBUTE) or {})
+        return result
+
+    def link_spilled(self, result: ExecutionResult, keys: dict[str, str]) -> None:
+        """Presign (afresh) the links to the parts of `result` stored whole."""
+        for part, key in keys.items():
+            url = self._deps.blobs.presigned_get(key, limits.PRESIGNED_DOWNLOAD_EXPIRES_SECONDS)
+            setattr(result, f"{part}_url", url)
 
     def abandon(self, job: Job) -> None:
         """Undo a run that never started."""

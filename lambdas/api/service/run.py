@@ -12,9 +12,11 @@ from typing import Any
 
 from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited
 from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit
+from lambdas.api.service import payloads
 from lambdas.api.service.common import (
     Deps,
     execution_files_prefix,
+    execution_output_key,
     execution_prefix,
     iso,
     notebook_cell_key,
@@ -23,7 +25,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
-from lambdas.api.service.records import ExecutionRecords, Job
+from lambdas.api.service.records import SPILLED_ATTRIBUTE, ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
 from lambdas.shared.executor_responses import ExecutorFailure, failed_response
@@ -156,8 +158,10 @@ class RunService:
                 f"session files not synced to this run: {unsynced_files} (a session holds at "
                 f"most {max_files} files; delete some to make room)"
             )
+        cell_outputs = list(result.outputs)  # the notebook keeps every output, however large
+        spilled = self._spill(job, result)
         if not job.session_id:
-            self._commit(job, result, compute_ms)
+            self._commit(job, result, compute_ms, spilled=spilled)
             return result
         uploaded = response.state.uploaded and not failed
         # Conservative: a run that was cut short may have uploaded files it could not report.
@@ -170,15 +174,47 @@ class RunService:
             has_files=True if may_have_written else None,
         )
         try:
-            self._commit(job, result, compute_ms, session=session, with_cell=not failed)
+            self._commit(
+                job,
+                result,
+                compute_ms,
+                session=session,
+                cell_outputs=None if failed else cell_outputs,
+                spilled=spilled,
+            )
         except ConditionFailed:
             if may_have_written:
                 self._deps.table.mark_has_files(job.session_id)
             result.warnings.append(
                 "the session's lease expired before this run finished; its state was not saved"
             )
-            self._commit(job, result, compute_ms, count_usage=False)
+            self._commit(job, result, compute_ms, count_usage=False, spilled=spilled)
         return result
+
+    def _spill(self, job: Job, result: ExecutionResult) -> dict[str, str]:
+        """Fit `result` into one API response (`payloads.fit_result`): the parts that do not
+        fit are stored whole and linked; returns their keys by part (kept in the record, so
+        reading the execution later presigns fresh links)."""
+        spills = payloads.fit_result(result, limits.API_RESPONSE_BUDGET_BYTES)
+        keys = {spill.part: execution_output_key(job.execution_id, spill.part) for spill in spills}
+        stored = [
+            (spill, self._io.submit(self._deps.blobs.put_bytes, keys[spill.part], spill.data,
+                                    spill.content_type))
+            for spill in spills
+        ]  # fmt: skip
+        kept: dict[str, str] = {}
+        for spill, upload in stored:
+            try:
+                upload.result()
+            except Exception:
+                logger.exception(
+                    "storing the %s of execution %s failed", spill.part, job.execution_id
+                )
+                result.warnings.append(f"the whole of {spill.part} could not be stored")
+                continue
+            kept[spill.part] = keys[spill.part]
+        self._records.link_spilled(result, kept)
+        return kept
 
     def _commit(
         self,
@@ -187,15 +223,19 @@ class RunService:
         compute_ms: int,
         *,
         session: SessionCommit | None = None,
-        with_cell: bool = False,
+        cell_outputs: list[dict[str, Any]] | None = None,
         count_usage: bool = True,
+        spilled: dict[str, str] | None = None,
     ) -> None:
-        """Write the finished run: record and, for a session, its commit and notebook cell in
-        one transaction; and count its usage (`count_usage=False` when a retry of this write
-        follows a first attempt that counted it already)."""
+        """Write the finished run: record and, for a session, its commit and notebook cell
+        (`cell_outputs`: every output, also those the response links) in one transaction; and
+        count its usage (`count_usage=False` when a retry of this write follows a first
+        attempt that counted it already). `spilled`: where the linked parts are stored."""
         now = self._deps.now()
         execution = self._records.execution_item(job, result.status)
         execution.update(finished_at=iso(now), compute_ms=compute_ms)
+        if spilled:
+            execution[SPILLED_ATTRIBUTE] = spilled
         store_json(
             self._deps,
             execution,
@@ -203,7 +243,7 @@ class RunService:
             result.model_dump(mode="json"),
             execution_prefix(job.execution_id) + "result.json",
         )
-        cell = self._cell(job, result) if with_cell else None
+        cell = self._cell(job, cell_outputs) if cell_outputs is not None else None
         # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
         counted = (
             self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
@@ -239,7 +279,7 @@ class RunService:
             kept.append(file)
         result.files = kept
 
-    def _cell(self, job: Job, result: ExecutionResult) -> CellWrite:
+    def _cell(self, job: Job, outputs: list[dict[str, Any]]) -> CellWrite:
         assert job.session_id and job.execution_count is not None
         now = self._deps.now()
         attributes: dict[str, Any] = {
@@ -254,7 +294,7 @@ class RunService:
             self._deps,
             attributes,
             "outputs",
-            result.outputs,
+            outputs,
             notebook_cell_key(job.session_id, job.execution_count),
         )
         return job.session_id, job.execution_count, attributes

@@ -19,6 +19,10 @@ from lambdas.executor.host.channel import CappedBuffer, Outcome, OutcomeKind
 from lambdas.shared.models import ExecutorInvocation
 
 NEAR_MEMORY_LIMIT_FRACTION = 0.75  # a crash with this much resident counts as out of memory
+# How much larger raw output can get in the response's JSON: a byte can become six (`\u0001`)
+# and stream text is there twice (the stream and its output). Output that could outgrow the
+# result cap is measured exactly (Lambda refuses a response over 6 MB).
+MAX_JSON_GROWTH = 12
 DROPPED_OUTPUT = {"text/plain": "<output dropped: the result size limit was reached>"}
 WORKER_CRASHED = "WorkerCrashed"
 
@@ -78,7 +82,8 @@ def respond(
     merge_fd_output(result, "stdout", outcome.out, spec.stream_bytes)
     merge_fd_output(result, "stderr", outcome.err, spec.stream_bytes)
     result["warnings"] = result["warnings"] + warnings
-    if outcome.frame_bytes > spec.result_bytes // 2:
+    fd_bytes = sum(len(buffer.data) for buffer in (outcome.out, outcome.err) if buffer)
+    if (outcome.frame_bytes + fd_bytes) * MAX_JSON_GROWTH > spec.result_bytes:
         fit_result(result, spec.result_bytes)
     status = result["status"]
     result.update(
