@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     notebook.add_argument("--session", required=True)
     notebook.add_argument("-o", "--output", help="write the .ipynb here (default: stdout)")
 
+    commands.add_parser(
+        "doctor", parents=[common], help="which protections hold in the executor's environment"
+    )
     commands.add_parser("mcp", parents=[common], help="serve the MCP tools over stdio")
     return parser
 
@@ -164,6 +167,9 @@ def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
                 f"compute_ms  {usage.compute_ms} / {quota.get('compute_ms', 0) or 'unlimited'}"
             )
             _emit(as_json, out, dataclasses.asdict(usage), text)
+        case "doctor":
+            report = client.diagnostics()
+            _emit(as_json, out, report, doctor_text(client.endpoint, report))
         case "notebook":
             document = client.notebook(args.session)
             if args.output:
@@ -197,6 +203,35 @@ def _session(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         client.delete_session(args.session_id)
         _emit(args.json, out, {"deleted": args.session_id}, f"deleted {args.session_id}")
     return 0
+
+
+_CHECK_MARKS = {True: "ok", False: "NO", None: "n/a"}
+
+
+def doctor_text(endpoint: str, report: dict[str, Any]) -> str:
+    """`lci doctor`: one line per protection of the executor, then how the API is set up."""
+    lines = [f"endpoint  {endpoint}"]
+    executor = report.get("executor")
+    if not executor:
+        lines.append(f"executor  no report: {report.get('executor_error') or 'unknown error'}")
+    else:
+        where = "Lambda" if executor.get("on_lambda") else "not Lambda"
+        lines.append(
+            f"executor  {where}, kernel {executor.get('kernel')}, python {executor.get('python')},"
+            f" uid {executor.get('uid')}, checked {executor.get('checked_at')}"
+        )
+        for name, check in (executor.get("checks") or {}).items():
+            mark = _CHECK_MARKS.get(check.get("ok"), "?")
+            lines.append(f"  {mark:<4}{name:<22}{check.get('detail', '')}")
+        failed = [n for n, c in (executor.get("checks") or {}).items() if c.get("ok") is False]
+        lines.append(
+            f"  {len(failed)} protection(s) did not take effect: {', '.join(failed)}"
+            if failed
+            else "  every protection that applies here holds"
+        )
+    for name, value in (report.get("api") or {}).items():
+        lines.append(f"api       {name} = {value}")
+    return "\n".join(lines)
 
 
 def print_result(result: ExecutionResult, out: TextIO, err: TextIO) -> None:

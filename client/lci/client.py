@@ -103,6 +103,11 @@ class Client:
     def usage(self) -> Usage:
         return Usage.from_dict(self.request("GET", "/v1/usage")[1])
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Which protections hold in the deployment's executor environment (`lci doctor`)."""
+        report: dict[str, Any] = self.request("GET", "/v1/diagnostics")[1]
+        return report
+
     # -- sessions ----------------------------------------------------------------------------------
 
     def create_session(self, ttl_seconds: int | None = None) -> Session:

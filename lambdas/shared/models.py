@@ -178,6 +178,8 @@ class ExecutorInvocation(_Model):
     files: FilesTransfer | None = None
     inline_files: list[InlineFile] = Field(default_factory=list)
     wheelhouse: WheelhouseAccess | None = None
+    # Report which protections hold in this environment instead of running `code`.
+    diagnostics: bool = False
 
 
 class StateReport(_Model):
@@ -191,6 +193,27 @@ class StateReport(_Model):
     variables: list[dict[str, str]] = Field(default_factory=list)
 
 
+class ProtectionCheck(_Model):
+    """One protection of the executor: `ok` true (it holds), false (it does not) or null (not
+    applicable where the executor runs), and what was seen."""
+
+    ok: bool | None
+    detail: str = ""
+
+
+class ProtectionReport(_Model):
+    """What the executor found about its own environment (lambdas/executor/host/protections.py):
+    non_dumpable, rlimits, process_group_kill, pidfd, huge_pages, runtime_api_isolated."""
+
+    checks: dict[str, ProtectionCheck]
+    on_lambda: bool
+    uid: int
+    kernel: str
+    python: str
+    checked_at: str
+    duration_ms: int
+
+
 class ExecutorResponse(_Model):
     """What the executor returns. `result.files[*].download_url` is None here."""
 
@@ -198,3 +221,4 @@ class ExecutorResponse(_Model):
     state: StateReport = Field(default_factory=StateReport)
     cold_start: bool = False  # this environment's zygote was started by this invocation
     worker_restored: bool = False  # the session worker was (re)built from the snapshot
+    diagnostics: ProtectionReport | None = None  # answers a diagnostics invocation

@@ -311,3 +311,44 @@ def test_a_result_over_the_response_budget_links_its_parts_and_the_notebook_keep
     whole = requests.get(document["metadata"]["lci"]["notebook_url"], timeout=30).json()
     assert [cell["source"] for cell in whole["cells"]] == ["print(q)", "tail"]
     assert whole["cells"][0]["outputs"][0]["text"] == '"' * size + "\n"
+
+
+# --- know what a real deployment does: GET /v1/diagnostics ----------------------------------------
+
+
+def test_diagnostics_ask_the_executor_which_protections_hold_and_run_nothing(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    from tests.functional.executor_helpers import InProcessExecutor
+
+    container.override(executor=InProcessExecutor())
+    response = api.get("/v1/diagnostics")
+    assert response.status == 200, response.text
+    report = response.json()
+    checks = report["executor"]["checks"]
+    assert set(checks) == {
+        "non_dumpable",
+        "rlimits",
+        "process_group_kill",
+        "pidfd",
+        "huge_pages",
+        "runtime_api_isolated",
+    }
+    assert all(check["ok"] in (True, False, None) and check["detail"] for check in checks.values())
+    assert report["api"]["sync_wait_ms"] == 25_000 and "botocore" in report["api"]
+    assert api.get("/v1/usage").json()["executions"] == 0  # nothing ran, nothing counted
+    assert api.get("/v1/diagnostics", principal=None).status == 401
+
+
+def test_diagnostics_say_why_the_executor_could_not_report(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    from lambdas.shared.executor_responses import failed_response
+
+    fake_executor.behaviour = lambda invocation: failed_response(
+        invocation, "the executor could not be invoked"
+    )
+    report = api.get("/v1/diagnostics").json()
+    assert report["executor"] is None
+    assert report["executor_error"] == "the executor could not be invoked"
+    assert fake_executor.invocations[-1].diagnostics is True

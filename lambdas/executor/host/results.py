@@ -25,6 +25,12 @@ NEAR_MEMORY_LIMIT_FRACTION = 0.75  # a crash with this much resident counts as o
 MAX_JSON_GROWTH = 12
 DROPPED_OUTPUT = {"text/plain": "<output dropped: the result size limit was reached>"}
 WORKER_CRASHED = "WorkerCrashed"
+# Contract fields only the API function fills in (links to what it stores whole).
+API_FILLED_RESULT_FIELDS: dict[str, Any] = {
+    "stdout_url": None,
+    "stderr_url": None,
+    "outputs_url": None,
+}
 
 
 def respond(
@@ -94,6 +100,7 @@ def respond(
             "execution_count": inv.execution_count if inv.session_id is not None else None,
             "files": [item.model_dump() for item in files],
             "duration_ms": int((time.perf_counter() - started) * 1000),
+            **API_FILLED_RESULT_FIELDS,
         }
     )
     return {
@@ -101,6 +108,7 @@ def respond(
         "state": state_report.model_dump(),
         "cold_start": cold_start,
         "worker_restored": restored,
+        "diagnostics": None,
     }
 
 
@@ -250,6 +258,7 @@ def failure_response(
             "execution_count": None,
             "files": [],
             "duration_ms": int((time.perf_counter() - started) * 1000),
+            **API_FILLED_RESULT_FIELDS,
         }
     )
     return {
@@ -257,6 +266,30 @@ def failure_response(
         "state": protocol.StateReport().model_dump(),
         "cold_start": False,
         "worker_restored": False,
+        "diagnostics": None,
+    }
+
+
+def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a diagnostics invocation: the protections report, nothing run."""
+    result = protocol.Cell().model_dump()
+    result.update(
+        {
+            "execution_id": inv.execution_id,
+            "session_id": inv.session_id,
+            "success": True,
+            "execution_count": None,
+            "files": [],
+            "duration_ms": 0,
+            **API_FILLED_RESULT_FIELDS,
+        }
+    )
+    return {
+        "result": result,
+        "state": protocol.StateReport().model_dump(),
+        "cold_start": False,
+        "worker_restored": False,
+        "diagnostics": report,
     }
 
 

@@ -65,6 +65,7 @@ class ZygoteClient:
         self.pid = self.process.pid
         self.preload_ms = float(ready.get("preload_ms", 0))
         self.modules = list(ready.get("modules", []))
+        self.huge_pages = int(ready.get("huge_pages", 0))  # reported by host/protections.py
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """Send a request whose reply is read later by `request` or `collect`."""
