@@ -352,3 +352,18 @@ def test_diagnostics_say_why_the_executor_could_not_report(
     assert report["executor"] is None
     assert report["executor_error"] == "the executor could not be invoked"
     assert fake_executor.invocations[-1].diagnostics is True
+
+
+def test_a_background_that_cannot_take_the_run_leaves_the_session_free(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    class Unavailable(_RemoteBackground):
+        def submit(self, execution_id: str, run: Any, poll: Any) -> Any:
+            raise RuntimeError("the asynchronous invoke failed")
+
+    container.override(background=Unavailable())
+    sid = api.new_session()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", "timeout_ms": 60_000})
+    assert response.status == 500 and response.error_code == "INTERNAL"
+    assert "lease_id" not in _session_item(sid)
+    assert fake_executor.invocations == []

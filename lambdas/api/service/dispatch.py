@@ -55,11 +55,15 @@ class Dispatcher:
         if not job.wait or (remote and not self._fits_inline(job)):
             # The background invocation reads the job from the record.
             self._records.put_running(job, with_job=remote)
-            handle = background.submit(
-                job.execution_id,
-                run=lambda: self._runs.run_job(job),
-                poll=lambda: self._records.finished_result(job.execution_id),
-            )
+            try:
+                handle = background.submit(
+                    job.execution_id,
+                    run=lambda: self._runs.run_job(job),
+                    poll=lambda: self._records.finished_result(job.execution_id),
+                )
+            except Exception:
+                self._records.abandon(job)  # nothing will run it: no lease, record or claim
+                raise
             result = handle.wait(window_s) if job.wait else None
             return ExecuteOutcome(result=result) if result is not None else accepted
 
