@@ -4,4 +4,15 @@ from lci.client import Client
 from lci.errors import LciError
 from lci.models import ExecutionResult, FileInfo, PackageList, Session, Usage
 
-__all__ = ["Client", "ExecutionResult", "FileInfo", "LciError", "PackageList", "Session", "Usage"]
+__version__ = "0.1.0"  # the one place for the version: pyproject.toml reads it from here
+
+__all__ = [
+    "Client",
+    "ExecutionResult",
+    "FileInfo",
+    "LciError",
+    "PackageList",
+    "Session",
+    "Usage",
+    "__version__",
+]

@@ -1,24 +1,92 @@
 """`lci`: command line for the Lambda Code Interpreter API.
 
-Endpoint and key come from `--endpoint`/`--api-key` or `LCI_ENDPOINT`/`LCI_API_KEY`. Output is
-for humans by default; `--json` prints the API's JSON for machines. Exit status: 0 ok, 1 the code
-failed or the API refused, 2 bad usage.
+Endpoint and key come from `--endpoint`/`--api-key`, else `LCI_ENDPOINT`/`LCI_API_KEY`, else the
+config file `lci configure` writes. Output is for humans by default; `--json` prints the API's
+JSON for machines. Times are in seconds everywhere, errors included. Exit statuses: `EXIT_CODES`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from lci.client import API_KEY_ENV, DEFAULT_ENDPOINT, ENDPOINT_ENV, Client
+from lci import __version__
+from lci.client import Client
+from lci.config import (
+    API_KEY_ENV,
+    DEFAULT_ENDPOINT,
+    ENDPOINT_ENV,
+    ConfigError,
+    SessionBook,
+    config_path,
+    read_config_file,
+    write_config_file,
+)
 from lci.errors import LciError
-from lci.models import ExecutionResult
 from lci.progress import Spinner
+from lci.rendering import (
+    TIMEOUT_OPTION,
+    doctor_text,
+    emit,
+    print_json,
+    print_result,
+    save_images,
+    table,
+)
+from lci.shaping import DEFAULT_MAX_OUTPUT_CHARS
+from lci.units import seconds_to_ms, seconds_wording
+
+EXIT_OK = 0
+EXIT_CODE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_API_ERROR = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_CODE_FAILED: "the code ran and failed (an exception, out of memory, interrupted)",
+    EXIT_USAGE: "usage or configuration error (bad arguments, config, local file, missing extra)",
+    EXIT_API_ERROR: "the API refused the request or could not be reached",
+    EXIT_TIMEOUT: "the code hit its time limit (--timeout)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+# Optional dependency groups: what `lci <command>` imports, and the pip line that adds them.
+EXTRAS = {"mcp": ("mcp", "mcp.server.mcpserver")}
+PACKAGE_NAME = "lambda-code-interpreter"
+
+
+class UsageError(Exception):
+    """A problem the user fixes on the command line or in their files (exit 2)."""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 seconds (got {text}); leave it out for the server's default"
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+    return value
 
 
 def _common_options(suppress_defaults: bool) -> argparse.ArgumentParser:
@@ -31,133 +99,280 @@ def _common_options(suppress_defaults: bool) -> argparse.ArgumentParser:
     common.add_argument(
         "--endpoint",
         default=default(None),
-        help=f"API endpoint (${ENDPOINT_ENV}, default {DEFAULT_ENDPOINT})",
+        help=f"API endpoint (${ENDPOINT_ENV}, the config file, else {DEFAULT_ENDPOINT})",
     )
-    common.add_argument("--api-key", default=default(None), help=f"API key (${API_KEY_ENV})")
+    common.add_argument(
+        "--api-key", default=default(None), help=f"API key (${API_KEY_ENV}, else the config file)"
+    )
     common.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON instead of text"
     )
     return common
 
 
+def _epilog() -> str:
+    lines = ["exit status:"]
+    lines += [f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES.items()]
+    lines += ["", f"config file: {config_path()} (written by `lci configure`)"]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lci", description="Lambda Code Interpreter client", parents=[_common_options(False)]
+        prog="lci",
+        description="Lambda Code Interpreter client: run Python in a remote sandbox.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(False)],
     )
+    parser.add_argument("--version", action="version", version=f"lci {__version__}")
     common = _common_options(True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", parents=[common], help="run a Python file (- for stdin)")
+    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, parents=[common], help=help_text, description=help_text, **kwargs
+        )
+
+    configure = command(
+        "configure",
+        "save the endpoint and API key to the config file (asks for what is not given)",
+    )
+    configure.add_argument(
+        "--no-check", action="store_true", help="do not try the key against the API"
+    )
+
+    run = command("run", "run a Python file (- for stdin)")
     run.add_argument("file", help="Python file to run, or - to read stdin")
     run.add_argument("--session", help="run in this session (default: a one-shot run)")
-    run.add_argument("--timeout", type=float, help="stop the run after SECONDS")
     run.add_argument(
-        "--package", action="append", default=[], help="whitelisted package to install (repeat)"
+        TIMEOUT_OPTION,
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop the code after SECONDS (more than 0; default: the server's, 30 s)",
+    )
+    run.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="whitelisted package to install first (repeat for more)",
+    )
+    run.add_argument(
+        "--save-images",
+        metavar="DIR",
+        help="write displayed images (figures) to DIR as <execution id>-<n>.png",
     )
 
-    session = commands.add_parser("session", parents=[common], help="manage sessions")
-    session_commands = session.add_subparsers(dest="session_command", required=True)
-    new = session_commands.add_parser("new", parents=[common], help="create a session")
-    new.add_argument("--ttl", type=int, help="idle lifetime in seconds")
+    session = command("session", "create, list, show and delete sessions")
+    session_commands = session.add_subparsers(
+        dest="session_command", required=True, metavar="SUBCOMMAND"
+    )
+    new = session_commands.add_parser(
+        "new", parents=[common], help="create a session and print its id"
+    )
+    new.add_argument(
+        "--ttl", type=_positive_int, metavar="SECONDS", help="idle lifetime (default 3600)"
+    )
+    session_commands.add_parser(
+        "ls",
+        parents=[common],
+        help="list the sessions `lci session new` created with this config",
+        description=(
+            "The API has no route that lists sessions: `lci session new` records the sessions "
+            "it creates in the config folder, and this lists those still alive on this "
+            "endpoint (the ones the API no longer knows are dropped from the record). "
+            "Sessions created otherwise (SDK, MCP, another machine) are not listed."
+        ),
+    )
     show = session_commands.add_parser("show", parents=[common], help="show a session")
-    show.add_argument("session_id")
-    remove = session_commands.add_parser("rm", parents=[common], help="delete a session")
-    remove.add_argument("session_id")
+    show.add_argument("session_id", help="the session's id")
+    remove = session_commands.add_parser(
+        "rm", parents=[common], help="delete a session, its variables and files"
+    )
+    remove.add_argument("session_id", help="the session's id")
 
-    upload = commands.add_parser("upload", parents=[common], help="upload a file to a session")
-    upload.add_argument("local")
-    upload.add_argument("remote", nargs="?")
-    upload.add_argument("--session", required=True)
+    upload = command("upload", "upload a local file into a session's working directory")
+    upload.add_argument("local", help="the local file to upload")
+    upload.add_argument(
+        "remote", nargs="?", help="path in the session (default: the local file's name)"
+    )
+    upload.add_argument("--session", required=True, help="the session to upload into")
 
-    download = commands.add_parser("download", parents=[common], help="download a session file")
-    download.add_argument("remote")
-    download.add_argument("local", nargs="?")
-    download.add_argument("--session", required=True)
+    download = command("download", "download a file from a session")
+    download.add_argument("remote", help="path of the file in the session")
+    download.add_argument(
+        "local",
+        nargs="?",
+        help="where to write it: a file, or a folder (existing, or ending in /) to keep the "
+        "file name (default: the file name in the current folder)",
+    )
+    download.add_argument("--session", required=True, help="the session to download from")
 
-    listing = commands.add_parser("ls", parents=[common], help="list a session's files")
-    listing.add_argument("--session", required=True)
+    listing = command("ls", "list a session's files")
+    listing.add_argument("--session", required=True, help="the session whose files to list")
 
-    commands.add_parser("packages", parents=[common], help="list available packages")
-    commands.add_parser("usage", parents=[common], help="this month's usage and quota")
+    delete = command("rm", "delete a file from a session")
+    delete.add_argument("path", help="path of the file in the session")
+    delete.add_argument("--session", required=True, help="the session to delete it from")
 
-    notebook = commands.add_parser("notebook", parents=[common], help="export a session")
-    notebook.add_argument("--session", required=True)
+    command("packages", "list available packages")
+    command("usage", "this month's usage and quota")
+
+    notebook = command("notebook", "export a session as a Jupyter notebook")
+    notebook.add_argument("--session", required=True, help="the session to export")
     notebook.add_argument("-o", "--output", help="write the .ipynb here (default: stdout)")
 
-    commands.add_parser(
-        "doctor", parents=[common], help="which protections hold in the executor's environment"
+    command("doctor", "which protections hold in the executor's environment, and the API's setup")
+
+    mcp = command(
+        "mcp", f"serve the MCP tools over stdio (needs: pip install '{PACKAGE_NAME}[mcp]')"
     )
-    commands.add_parser("mcp", parents=[common], help="serve the MCP tools over stdio")
+    mcp.add_argument(
+        "--root",
+        default=".",
+        metavar="DIR",
+        help="the file tools only read and write under DIR (default: the current folder)",
+    )
+    mcp.add_argument(
+        "--max-output-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_OUTPUT_CHARS,
+        metavar="N",
+        help="characters of text returned per tool call, head and tail kept "
+        f"(default {DEFAULT_MAX_OUTPUT_CHARS})",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    client = Client(args.endpoint, args.api_key)
+    try:
+        if args.command == "configure":
+            return _configure(args, sys.stdout, sys.stderr)
+        if args.command == "mcp":
+            _require_extra("mcp")
+        client = Client(args.endpoint, args.api_key)
+    except (UsageError, ConfigError) as exc:
+        print(f"lci: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C / Ctrl-D at a `configure` prompt
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         if args.command == "mcp":
-            from lci.mcp_server import serve
-
-            serve(client)
-            return 0
+            return _serve_mcp(client, args)
         return _dispatch(client, args, sys.stdout, sys.stderr)
     except LciError as exc:
+        message = seconds_wording(exc.message, TIMEOUT_OPTION)
         if args.json:
-            error = {"code": exc.code, "message": exc.message, "status": exc.status}
+            error = {"code": exc.code, "message": message, "status": exc.status}
             print(json.dumps({"error": error}), file=sys.stdout)
         else:
-            print(f"lci: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+            print(f"lci: {exc.code}: {message}", file=sys.stderr)
+        return EXIT_TIMEOUT if exc.code == "WAIT_TIMEOUT" else EXIT_API_ERROR
+    except (UsageError, ConfigError) as exc:
+        print(f"lci: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"lci: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         client.close()
+
+
+def _require_extra(extra: str) -> None:
+    try:
+        for module in EXTRAS[extra]:
+            __import__(module)
+    except ImportError:
+        raise UsageError(
+            f"`lci {extra}` needs the optional {extra} dependencies; install them with:\n"
+            f"  pip install '{PACKAGE_NAME}[{extra}]'"
+        ) from None
+
+
+def _serve_mcp(client: Client, args: argparse.Namespace) -> int:
+    from lci.mcp_server import serve
+    from lci.paths import LocalRoot
+    from lci.shaping import ShapingLimits
+
+    try:
+        root = LocalRoot(args.root)
+        limits = ShapingLimits(max_output_chars=args.max_output_chars)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"mcp: {exc}") from exc
+    serve(client, root, limits)
+    return EXIT_OK
+
+
+def _configure(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    stored = read_config_file()
+    interactive = sys.stdin.isatty()
+    endpoint = args.endpoint
+    if endpoint is None:
+        current = stored.get("endpoint") or DEFAULT_ENDPOINT
+        endpoint = (input(f"API endpoint [{current}]: ").strip() if interactive else "") or current
+    api_key = args.api_key
+    if api_key is None and interactive:
+        hint = " (Enter keeps the saved one)" if stored.get("api_key") else ""
+        api_key = getpass.getpass(f"API key{hint}: ").strip() or None
+    api_key = api_key if api_key is not None else stored.get("api_key")
+    if not api_key:
+        raise UsageError("configure: give the key with --api-key KEY (or run it in a terminal)")
+    if not endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"configure: the endpoint must start with http(s):// ({endpoint})")
+    path = write_config_file(endpoint.rstrip("/"), api_key)
+    overridden = [name for name in (ENDPOINT_ENV, API_KEY_ENV) if os.environ.get(name)]
+    summary: dict[str, Any] = {"path": str(path), "endpoint": endpoint.rstrip("/")}
+    if overridden:
+        err.write(f"note: {' and '.join(overridden)} set in the environment override the file\n")
+    if not args.no_check:
+        with Client(endpoint, api_key) as client:
+            try:
+                client.usage()
+                summary["check"] = "ok"
+            except LciError as exc:
+                summary["check"] = f"{exc.code}: {exc.message}"
+                err.write(f"warning: saved, but trying the key failed: {summary['check']}\n")
+    emit(args.json, out, summary, f"saved {path}")
+    return EXIT_OK
 
 
 def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     as_json: bool = args.json
     match args.command:
         case "run":
-            code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-            with Spinner("running", err):
-                result = client.execute(
-                    code,
-                    session_id=args.session,
-                    timeout_ms=int(args.timeout * 1000) if args.timeout else None,
-                    packages=args.package or None,
-                )
-            if as_json:
-                _print_json(result.raw, out)
-            else:
-                print_result(result, out, err)
-            return 0 if result.success else 1
+            return _run(client, args, out, err)
         case "session":
-            return _session(client, args, out)
+            return _session(client, args, out, err)
         case "upload":
             info = client.upload_file(args.session, args.local, args.remote)
-            _emit(as_json, out, dataclasses.asdict(info), f"uploaded {args.local} -> {info.path}")
+            emit(as_json, out, dataclasses.asdict(info), f"uploaded {args.local} -> {info.path}")
         case "download":
-            target = Path(args.local or Path(args.remote).name)
+            target = _download_target(args.remote, args.local)
             data = client.download_file(args.session, args.remote, target)
             summary = {"path": args.remote, "local": str(target), "size": len(data)}
-            _emit(as_json, out, summary, f"downloaded {args.remote} -> {target} ({len(data)} B)")
+            emit(as_json, out, summary, f"downloaded {args.remote} -> {target} ({len(data)} B)")
         case "ls":
             files = client.list_files(args.session)
             rows = [[f.path, str(f.size), f.modified_at or ""] for f in files]
-            _emit(
+            emit(
                 as_json,
                 out,
                 {"files": [dataclasses.asdict(f) for f in files]},
-                _table(["PATH", "SIZE", "MODIFIED"], rows) if rows else "(no files)",
+                table(["PATH", "SIZE", "MODIFIED"], rows) if rows else "(no files)",
             )
+        case "rm":
+            client.delete_file(args.session, args.path)
+            emit(as_json, out, {"deleted": args.path}, f"deleted {args.path}")
         case "packages":
             catalogue = client.packages()
             rows = [[p.name, p.version, p.source] for p in catalogue.packages]
-            text = f"python {catalogue.python}\n" + _table(["PACKAGE", "VERSION", "SOURCE"], rows)
-            _emit(as_json, out, dataclasses.asdict(catalogue), text)
+            text = f"python {catalogue.python}\n" + table(["PACKAGE", "VERSION", "SOURCE"], rows)
+            emit(as_json, out, dataclasses.asdict(catalogue), text)
         case "usage":
             usage = client.usage()
             quota = usage.quota
@@ -166,24 +381,66 @@ def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
                 f"executions  {usage.executions} / {quota.get('executions', 0) or 'unlimited'}\n"
                 f"compute_ms  {usage.compute_ms} / {quota.get('compute_ms', 0) or 'unlimited'}"
             )
-            _emit(as_json, out, dataclasses.asdict(usage), text)
+            emit(as_json, out, dataclasses.asdict(usage), text)
         case "doctor":
             report = client.diagnostics()
-            _emit(as_json, out, report, doctor_text(client.endpoint, report))
+            emit(as_json, out, report, doctor_text(client.endpoint, report))
         case "notebook":
             document = client.notebook(args.session)
             if args.output:
                 Path(args.output).write_text(json.dumps(document, indent=1))
-                _emit(as_json, out, {"path": args.output}, f"wrote {args.output}")
+                emit(as_json, out, {"path": args.output}, f"wrote {args.output}")
             else:
-                _print_json(document, out)
-    return 0
+                print_json(document, out)
+    return EXIT_OK
 
 
-def _session(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    with Spinner("running", err):
+        result = client.execute(
+            code,
+            session_id=args.session,
+            timeout_ms=seconds_to_ms(args.timeout) if args.timeout is not None else None,
+            packages=args.package or None,
+        )
+    saved = save_images(result, Path(args.save_images)) if args.save_images else {}
+    if as_json := args.json:
+        print_json(result.raw, out)
+        for path in saved.values():
+            err.write(f"[image saved: {path}]\n")
+    if not as_json:
+        print_result(result, out, err, saved)
+    if result.success:
+        return EXIT_OK
+    return EXIT_TIMEOUT if result.status == "timeout" else EXIT_CODE_FAILED
+
+
+def _download_target(remote: str, local: str | None) -> Path:
+    name = PurePosixPath(remote).name
+    if not local:
+        return Path(name)
+    target = Path(local)
+    if local.endswith(("/", os.sep)) or target.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return target / name
+    return target
+
+
+def _session(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    book = SessionBook()
     if args.session_command == "new":
         session = client.create_session(args.ttl)
-        _emit(args.json, out, dataclasses.asdict(session), session.session_id)
+        try:
+            book.add(client.endpoint, session.session_id)
+        except ConfigError as exc:
+            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
+        emit(args.json, out, dataclasses.asdict(session), session.session_id)
+    elif args.session_command == "ls":
+        return _list_sessions(client, book, args.json, out)
     elif args.session_command == "show":
         session = client.get_session(args.session_id)
         lines = [
@@ -198,88 +455,42 @@ def _session(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             )
         ]
         lines += [f"  {v.name}: {v.type}" for v in session.variables]
-        _emit(args.json, out, dataclasses.asdict(session), "\n".join(lines))
+        emit(args.json, out, dataclasses.asdict(session), "\n".join(lines))
     else:
-        client.delete_session(args.session_id)
-        _emit(args.json, out, {"deleted": args.session_id}, f"deleted {args.session_id}")
-    return 0
+        try:
+            client.delete_session(args.session_id)
+        except LciError as exc:
+            if exc.status == 404:
+                book.forget(client.endpoint, {args.session_id})
+            raise
+        book.forget(client.endpoint, {args.session_id})
+        emit(args.json, out, {"deleted": args.session_id}, f"deleted {args.session_id}")
+    return EXIT_OK
 
 
-_CHECK_MARKS = {True: "ok", False: "NO", None: "n/a"}
-
-
-def doctor_text(endpoint: str, report: dict[str, Any]) -> str:
-    """`lci doctor`: one line per protection of the executor, then how the API is set up."""
-    lines = [f"endpoint  {endpoint}"]
-    executor = report.get("executor")
-    if not executor:
-        lines.append(f"executor  no report: {report.get('executor_error') or 'unknown error'}")
-    else:
-        where = "Lambda" if executor.get("on_lambda") else "not Lambda"
-        lines.append(
-            f"executor  {where}, kernel {executor.get('kernel')}, python {executor.get('python')},"
-            f" uid {executor.get('uid')}, checked {executor.get('checked_at')}"
-        )
-        for name, check in (executor.get("checks") or {}).items():
-            mark = _CHECK_MARKS.get(check.get("ok"), "?")
-            lines.append(f"  {mark:<4}{name:<22}{check.get('detail', '')}")
-        failed = [n for n, c in (executor.get("checks") or {}).items() if c.get("ok") is False]
-        lines.append(
-            f"  {len(failed)} protection(s) did not take effect: {', '.join(failed)}"
-            if failed
-            else "  every protection that applies here holds"
-        )
-    for name, value in (report.get("api") or {}).items():
-        lines.append(f"api       {name} = {value}")
-    return "\n".join(lines)
-
-
-def print_result(result: ExecutionResult, out: TextIO, err: TextIO) -> None:
-    """Readable rendering: streams where they belong, the last value, errors and files."""
-    if result.stdout:
-        out.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
-    if result.stderr:
-        err.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")
-    for output in result.outputs:
-        data = output.get("data") or {}
-        if output.get("output_type") == "display_data":
-            kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
-            err.write(f"[display: {kinds or 'text/plain'}]\n")
-    if result.text is not None:
-        out.write(result.text + "\n")
-    for flag, name in ((result.stdout_truncated, "stdout"), (result.stderr_truncated, "stderr")):
-        if flag:
-            err.write(f"[{name} truncated]\n")
-    if result.error is not None:
-        err.write(
-            "\n".join(result.error.traceback or [f"{result.error.name}: {result.error.value}"])
-        )
-        err.write("\n")
-    elif not result.success:
-        err.write(f"[{result.status}]\n")
-    for file in result.files:
-        err.write(f"[file: {file.path} ({file.size} B)]\n")
-    for warning in result.warnings:
-        err.write(f"[warning: {warning}]\n")
-
-
-def _emit(as_json: bool, out: TextIO, document: Any, text: str) -> None:
-    if as_json:
-        _print_json(document, out)
-    else:
-        out.write(text + "\n")
-
-
-def _print_json(document: Any, out: TextIO) -> None:
-    out.write(json.dumps(document, indent=2, default=str) + "\n")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
+def _list_sessions(client: Client, book: SessionBook, as_json: bool, out: TextIO) -> int:
+    alive, gone = [], set()
+    for record in book.records(client.endpoint):
+        try:
+            alive.append(client.get_session(record.session_id))
+        except LciError as exc:
+            if exc.status != 404:
+                raise
+            gone.add(record.session_id)
+    if gone:
+        book.forget(client.endpoint, gone)
+    rows = [
+        [s.session_id, s.status, str(s.execution_count), s.last_used_at or "", s.expires_at or ""]
+        for s in alive
+    ]
+    text = (
+        table(["SESSION", "STATUS", "CELLS", "LAST USED", "EXPIRES"], rows)
+        if rows
+        else "(no sessions created by `lci session new` on this endpoint are alive)"
     )
+    document = {"sessions": [dataclasses.asdict(s) for s in alive], "pruned": sorted(gone)}
+    emit(as_json, out, document, text)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,8 @@
 
 Works the same against the local stack (`make dev`) and a deployed API Gateway endpoint. One
 keep-alive connection pool per client; S3 transfers (presigned POST / GET) go straight to S3 and
-never carry the API key.
+never carry the API key. The endpoint and key come from the arguments, else `LCI_ENDPOINT` /
+`LCI_API_KEY`, else the config file `lci configure` writes (see `lci.config`).
 """
 
 from __future__ import annotations
@@ -10,20 +11,29 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_delay,
+    stop_never,
+    wait_chain,
+    wait_exponential,
+    wait_fixed,
+)
 
+from lci.config import API_KEY_ENV, DEFAULT_ENDPOINT, ENDPOINT_ENV, resolve_settings
 from lci.errors import LciError
 from lci.models import ExecutionResult, FileInfo, PackageList, Session, Usage
+from lci.paths import InvalidRemotePath, validate_remote_path
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
-ENDPOINT_ENV = "LCI_ENDPOINT"
-API_KEY_ENV = "LCI_API_KEY"
+__all__ = ["API_KEY_ENV", "DEFAULT_ENDPOINT", "ENDPOINT_ENV", "Client"]
 # A sync call waits at most ~25 s server-side (then 202); leave headroom for the network.
 DEFAULT_HTTP_TIMEOUT_SECONDS = 60.0
 DEFAULT_POLL_INTERVAL_SECONDS = 0.25
@@ -47,16 +57,26 @@ class Client:
         timeout: float = DEFAULT_HTTP_TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-        # Only the first key of a comma-separated LCI_API_KEY (the local stack's format) is ours.
-        self.api_key = self.api_key.split(",")[0].strip()
+        settings = resolve_settings(endpoint, api_key)
+        self.endpoint = settings.endpoint
+        self.api_key = settings.api_key
         self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._close_callbacks: list[Callable[[], None]] = []
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` first thing in `close()` (the tool helpers delete their default
+        session this way)."""
+        self._close_callbacks.append(callback)
+
     def close(self) -> None:
-        self._http.close()
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        try:
+            for callback in callbacks:
+                callback()
+        finally:
+            self._http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -197,19 +217,32 @@ class Client:
         timeout: float | None = None,
         on_poll: Callable[[ExecutionResult], None] | None = None,
     ) -> ExecutionResult:
-        """Poll an execution until it is no longer running (backing off up to 2 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll_interval
-        while True:
-            result = self.get_execution(execution_id)
-            if not result.running:
-                return result
-            if on_poll is not None:
-                on_poll(result)
-            if deadline is not None and time.monotonic() > deadline:
-                raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
-            time.sleep(interval)
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL_SECONDS)
+        """Poll an execution until it is no longer running: `poll_interval` apart at first,
+        backing off by a factor of 1.5 up to 2 s; LciError `WAIT_TIMEOUT` when it is still
+        running after `timeout` seconds."""
+
+        def still_running(_: RetryCallState) -> ExecutionResult:
+            raise LciError(0, "WAIT_TIMEOUT", f"execution {execution_id} is still running")
+
+        def report(state: RetryCallState) -> None:
+            if on_poll is not None and state.outcome is not None:
+                on_poll(state.outcome.result())
+
+        polling = Retrying(
+            retry=retry_if_result(lambda result: result.running),
+            # The first wait is `poll_interval` even when it is longer than the cap.
+            wait=wait_chain(
+                wait_fixed(poll_interval),
+                wait_exponential(
+                    multiplier=poll_interval, exp_base=1.5, max=MAX_POLL_INTERVAL_SECONDS
+                ),
+            ),
+            stop=stop_never if timeout is None else stop_after_delay(timeout),
+            after=report,
+            retry_error_callback=still_running,
+        )
+        result: ExecutionResult = polling(self.get_execution, execution_id)
+        return result
 
     # -- files -------------------------------------------------------------------------------------
 
@@ -225,8 +258,9 @@ class Client:
                 raise ValueError("remote_path is required when uploading bytes")
             data = source
         else:
-            data = Path(source).read_bytes()
             remote_path = remote_path or Path(source).name
+            data = Path(source).read_bytes()
+        remote_path = _remote(remote_path)
         _, grant = self.request(
             "POST",
             f"/v1/sessions/{_seg(session_id)}/files",
@@ -253,7 +287,7 @@ class Client:
 
     def file_info(self, session_id: str, remote_path: str) -> FileInfo:
         _, body = self.request(
-            "GET", f"/v1/sessions/{_seg(session_id)}/files/{quote(remote_path, safe='/')}"
+            "GET", f"/v1/sessions/{_seg(session_id)}/files/{quote(_remote(remote_path), safe='/')}"
         )
         return FileInfo.from_dict(body)
 
@@ -285,9 +319,18 @@ class Client:
     def delete_file(self, session_id: str, remote_path: str) -> None:
         self.request(
             "DELETE",
-            f"/v1/sessions/{_seg(session_id)}/files/{quote(remote_path, safe='/')}",
+            f"/v1/sessions/{_seg(session_id)}/files/{quote(_remote(remote_path), safe='/')}",
             expected=(200, 204),
         )
+
+
+def _remote(path: str) -> str:
+    """A workspace path checked with the API's rules before any request: `../x` would otherwise
+    be normalized away by URL handling and come back as a confusing 404."""
+    try:
+        return validate_remote_path(path)
+    except InvalidRemotePath as exc:
+        raise LciError(400, "INVALID_PATH", str(exc)) from exc
 
 
 def _seg(value: str) -> str:

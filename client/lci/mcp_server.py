@@ -1,145 +1,251 @@
 """`lci mcp`: an MCP server over stdio exposing execute_python, upload_file, download_file and
-list_files, backed by one `Client`.
+list_files, backed by one `Client`. Needs the `mcp` extra (`lci.cli` checks before importing).
 
-Tools that take an optional `session_id` use a default session created on first use, so an
-agent gets notebook-like state without managing sessions. stdout is the MCP channel: nothing
-else may print to it.
+- One default session per connection, created on the first call that needs one and deleted
+  when the connection ends, so an agent gets notebook-like state without managing sessions.
+- Results are shaped for the model by `lci.shaping`: figures come back as `ImageContent`, long
+  output keeps head and tail within `max_output_chars`.
+- Local files stay inside a root folder (`--root`, default the working directory): paths are
+  resolved, symlinks included, and refused outside it; a download never replaces an existing
+  file unless `overwrite` is true. Remote paths are checked with the API's rules first.
+- Every failure is a tool result with `isError: true` and a sentence the model can act on.
+
+stdout is the MCP channel: nothing else may print to it (logs go to stderr).
 """
 
 from __future__ import annotations
 
-import threading
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from anyio.to_thread import run_sync
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult
+from pydantic import Field
 
 from lci.client import Client
+from lci.default_session import DefaultSession
 from lci.errors import LciError
-from lci.tools import TOOL_DESCRIPTION, format_result
+from lci.paths import InvalidRemotePath, LocalRoot, OutsideRoot, validate_remote_path
+from lci.shaping import ShapedOutput, ShapingLimits, tool_error
+from lci.tools import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    TOOL_PARAMETERS,
+    ToolArgumentError,
+    api_error,
+    parse_execute_arguments,
+    run_execute_python,
+)
 
 SERVER_NAME = "lambda-code-interpreter"
+logger = logging.getLogger(__name__)
+
+# Argument descriptions the model reads in each tool's input schema.
+_EXECUTE = TOOL_PARAMETERS["properties"]
+Code = Annotated[str, Field(description=_EXECUTE["code"]["description"])]
+Packages = Annotated[list[str] | None, Field(description=_EXECUTE["packages"]["description"])]
+TimeoutSeconds = Annotated[
+    float | None, Field(description=_EXECUTE["timeout_seconds"]["description"])
+]
+SessionId = Annotated[
+    str | None,
+    Field(description="A session id from the API; by default this connection's own session."),
+]
+RemotePath = Annotated[
+    str, Field(description="A path relative to the session's working directory, e.g. 'out/a.csv'.")
+]
+LocalPath = Annotated[
+    str, Field(description="A local path; relative paths start at the root folder.")
+]
 
 
-def _server_class() -> Any:
-    # mcp 2.x renamed FastMCP to MCPServer; accept both so either major version works.
-    try:
-        from mcp.server.mcpserver import MCPServer
-
-        return MCPServer
-    except ImportError:  # pragma: no cover - mcp 1.x
-        from mcp.server.fastmcp import FastMCP  # type: ignore[attr-defined]
-
-        return FastMCP
+def _result(shaped: ShapedOutput) -> CallToolResult:
+    return CallToolResult.model_validate({"content": shaped.for_mcp(), "isError": shaped.is_error})
 
 
-class _SessionHolder:
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.default_session: str | None = None
-        self._lock = threading.Lock()  # tools run on worker threads
-
-    def resolve(self, session_id: str | None) -> str:
-        if session_id:
-            return session_id
-        with self._lock:
-            if self.default_session is None:
-                self.default_session = self.client.create_session().session_id
-            return self.default_session
+def _text(text: str) -> CallToolResult:
+    return _result(ShapedOutput(sections=[text]))
 
 
-async def to_thread(function: Any, *args: Any) -> str:
+async def _off_loop(function: Callable[[], CallToolResult]) -> CallToolResult:
     """Client calls block on HTTP; keep the MCP event loop free while they run."""
-    return await run_sync(function, *args)
+    return await run_sync(function)
 
 
-def build_server(client: Client) -> Any:
-    holder = _SessionHolder(client)
-    server = _server_class()(SERVER_NAME)
+class FileTools:
+    """The file tools' logic, outside the MCP plumbing."""
 
-    @server.tool(name="execute_python", description=TOOL_DESCRIPTION)
-    async def execute_python(
-        code: str,
-        session_id: str | None = None,
-        packages: list[str] | None = None,
-        timeout_seconds: float | None = None,
-    ) -> str:
-        return await to_thread(_execute, code, session_id, packages, timeout_seconds)
+    def __init__(self, client: Client, session: DefaultSession, root: LocalRoot) -> None:
+        self.client = client
+        self.session = session
+        self.root = root
 
-    def _execute(
-        code: str,
+    def upload(self, local_path: str, remote_path: str | None, session_id: str | None) -> str:
+        source = self.root.resolve(local_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"{local_path} is not a file under {self.root.path}")
+        remote = validate_remote_path(remote_path or source.name)
+        data = source.read_bytes()
+        info, note = self.session.run(
+            session_id, lambda sid: self.client.upload_file(sid, data, remote)
+        )
+        shown = self.root.display(source)
+        return _with_note(note, f"uploaded {shown} as {info.path} ({info.size} bytes)")
+
+    def download(
+        self,
+        remote_path: str,
+        local_path: str | None,
         session_id: str | None,
-        packages: list[str] | None,
-        timeout_seconds: float | None,
+        overwrite: bool,
     ) -> str:
-        timeout_ms = int(timeout_seconds * 1000) if timeout_seconds else None
-        try:
-            result = client.execute(
-                code,
-                session_id=holder.resolve(session_id),
-                packages=packages or None,
-                timeout_ms=timeout_ms,
+        remote = validate_remote_path(remote_path)
+        name = Path(remote).name
+        target = self.root.resolve(local_path or name)
+        if (local_path or "").endswith(("/", os.sep)) or target.is_dir():
+            target = self.root.resolve(target / name)
+        if target.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.root.display(target)} already exists; pass overwrite: true to replace it"
             )
-        except LciError as exc:
-            if exc.code != "SESSION_NOT_FOUND" or session_id:
-                return f"Error: {exc.message} ({exc.code})"
-            # The default session expired: start a fresh one, and say so.
-            holder.default_session = None
-            result = client.execute(
-                code,
-                session_id=holder.resolve(None),
-                packages=packages or None,
-                timeout_ms=timeout_ms,
+        data, note = self.session.run(
+            session_id, lambda sid: self.client.download_file(sid, remote)
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # O_NOFOLLOW: a symlink planted after the check above is not followed out of the root.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+        flags |= os.O_TRUNC if overwrite else os.O_EXCL
+        descriptor = os.open(target, flags, 0o644)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        return _with_note(
+            note, f"downloaded {remote} to {self.root.display(target)} ({len(data)} bytes)"
+        )
+
+    def listing(self, session_id: str | None) -> str:
+        files, note = self.session.run(session_id, self.client.list_files)
+        text = "\n".join(f"{f.path}\t{f.size}" for f in files) or "(no files)"
+        return _with_note(note, text)
+
+
+def _with_note(note: str, text: str) -> str:
+    return f"{note}\n{text}" if note else text
+
+
+def _guarded(action: Callable[[], str]) -> CallToolResult:
+    """Run a file tool; every expected failure becomes an `isError` result."""
+    try:
+        return _text(action())
+    except LciError as exc:
+        return _result(api_error(exc))
+    except (InvalidRemotePath, OutsideRoot) as exc:
+        return _result(tool_error(str(exc)))
+    except OSError as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        return _result(tool_error(reason))
+
+
+def build_server(
+    client: Client,
+    root: LocalRoot,
+    limits: ShapingLimits | None = None,
+    session: DefaultSession | None = None,
+) -> Any:
+    session = session or DefaultSession(client)
+    files = FileTools(client, session, root)
+    # WARNING: the library's and httpx's per-request INFO lines would flood the client's log.
+    server = MCPServer(SERVER_NAME, log_level="WARNING")
+
+    @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
+    async def execute_python(
+        code: Code,
+        session_id: SessionId = None,
+        packages: Packages = None,
+        timeout_seconds: TimeoutSeconds = None,
+    ) -> CallToolResult:
+        def run() -> CallToolResult:
+            arguments = {"code": code, "packages": packages, "timeout_seconds": timeout_seconds}
+            try:
+                parsed = parse_execute_arguments(arguments)
+            except ToolArgumentError as exc:
+                return _result(tool_error(str(exc)))
+            return _result(
+                run_execute_python(client, session, parsed, session_id=session_id, limits=limits)
             )
-            return "(the previous session expired; a new one was started)\n" + format_result(result)
-        return format_result(result)
+
+        return await _off_loop(run)
 
     @server.tool(
         name="upload_file",
-        description="Upload a local file into the session's working directory.",
+        description=(
+            f"Upload a local file (a path under {root.path}, relative paths start there) into "
+            "the session's working directory, as remote_path (default: its file name)."
+        ),
     )
     async def upload_file(
-        local_path: str, remote_path: str | None = None, session_id: str | None = None
-    ) -> str:
-        return await to_thread(_upload, local_path, remote_path, session_id)
-
-    def _upload(local_path: str, remote_path: str | None, session_id: str | None) -> str:
-        try:
-            info = client.upload_file(holder.resolve(session_id), local_path, remote_path)
-        except (LciError, OSError) as exc:
-            return f"Error: {exc}"
-        return f"uploaded {local_path} as {info.path} ({info.size} bytes)"
+        local_path: LocalPath,
+        remote_path: Annotated[
+            str | None, Field(description="Where to put it (default: the file's name).")
+        ] = None,
+        session_id: SessionId = None,
+    ) -> CallToolResult:
+        return await _off_loop(
+            lambda: _guarded(lambda: files.upload(local_path, remote_path, session_id))
+        )
 
     @server.tool(
         name="download_file",
-        description="Download a file from the session's working directory to a local path.",
+        description=(
+            "Download a file from the session's working directory to a local path under "
+            f"{root.path} (default: its file name there; a folder keeps the file name). An "
+            "existing file is only replaced with overwrite: true."
+        ),
     )
     async def download_file(
-        remote_path: str, local_path: str | None = None, session_id: str | None = None
-    ) -> str:
-        return await to_thread(_download, remote_path, local_path, session_id)
-
-    def _download(remote_path: str, local_path: str | None, session_id: str | None) -> str:
-        target = Path(local_path or Path(remote_path).name)
-        try:
-            data = client.download_file(holder.resolve(session_id), remote_path, target)
-        except (LciError, OSError) as exc:
-            return f"Error: {exc}"
-        return f"downloaded {remote_path} to {target} ({len(data)} bytes)"
+        remote_path: RemotePath,
+        local_path: Annotated[
+            str | None,
+            Field(description="A file or folder under the root (default: the file's name)."),
+        ] = None,
+        session_id: SessionId = None,
+        overwrite: Annotated[
+            bool, Field(description="Replace an existing local file (default: refuse).")
+        ] = False,
+    ) -> CallToolResult:
+        return await _off_loop(
+            lambda: _guarded(lambda: files.download(remote_path, local_path, session_id, overwrite))
+        )
 
     @server.tool(name="list_files", description="List the files in the session's workspace.")
-    async def list_files(session_id: str | None = None) -> str:
-        return await to_thread(_list, session_id)
-
-    def _list(session_id: str | None) -> str:
-        try:
-            files = client.list_files(holder.resolve(session_id))
-        except LciError as exc:
-            return f"Error: {exc.message} ({exc.code})"
-        return "\n".join(f"{f.path}\t{f.size}" for f in files) or "(no files)"
+    async def list_files(session_id: SessionId = None) -> CallToolResult:
+        return await _off_loop(lambda: _guarded(lambda: files.listing(session_id)))
 
     return server
 
 
-def serve(client: Client) -> None:
-    build_server(client).run("stdio")
+def serve(client: Client, root: LocalRoot, limits: ShapingLimits | None = None) -> None:
+    """Serve until the MCP client closes stdin (or sends SIGTERM); then delete the default
+    session."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lci mcp: %(message)s"))
+    package_logger = logging.getLogger("lci")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False  # the root handler MCPServer installs would repeat it
+    session = DefaultSession(client)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        build_server(client, root, limits, session).run("stdio")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        session.close()

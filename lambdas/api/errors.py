@@ -48,10 +48,6 @@ class Unauthorized(ApiError):
     default_message = "a valid x-api-key header is required"
 
 
-class Forbidden(ApiError):
-    default_message = "this API key may not perform this request"
-
-
 class NotFound(ApiError):
     default_message = "not found"
 
@@ -121,7 +117,6 @@ ERROR_REGISTRY: dict[type[ApiError], tuple[int, str]] = {
     PackageNotAllowed: (400, "PACKAGE_NOT_ALLOWED"),
     InvalidPath: (400, "INVALID_PATH"),
     Unauthorized: (401, "UNAUTHORIZED"),
-    Forbidden: (403, "UNAUTHORIZED"),
     NotFound: (404, "NOT_FOUND"),
     SessionNotFound: (404, "SESSION_NOT_FOUND"),
     ExecutionNotFound: (404, "EXECUTION_NOT_FOUND"),

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API v1 (SPEC §3).
+"""Request and response bodies of the HTTP API v1.
 
 `ExecutionResult` is the shared contract model (`lambdas.shared.models`); everything else the
 API speaks is defined here. Request models forbid unknown fields so a typo is a clear 400, not a

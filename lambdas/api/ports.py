@@ -1,15 +1,24 @@
 """The service layer's ports: what the services need from storage, the executor, the background
-runner and the clock, and the domain types that cross them. Adapters (`lambdas/api/adapters/`,
-the local stack, the tests' fakes) implement these; only adapters import boto3.
+runner and the clock. The entities that cross them are in `lambdas/api/domain.py`. Adapters
+(`lambdas/api/adapters/`, the local stack, the tests' fakes) implement these; only adapters
+import boto3.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from lambdas.api.domain import (
+    ExecutionRecord,
+    IdempotencyRecord,
+    NotebookCell,
+    SessionCommit,
+    SessionRecord,
+    StoredObject,
+    UsageDelta,
+    UsageRecord,
+)
 from lambdas.shared.models import (
     ExecutionResult,
     ExecutorInvocation,
@@ -25,75 +34,36 @@ class ConditionFailed(Exception):
     """A conditional write lost (item missing, lease held by someone else, already claimed)."""
 
 
-@dataclass(frozen=True)
-class SessionCommit:
-    """How a finished run changes its session: release the lease `lease_id`, slide the expiry,
-    and (when given) set the execution count, the committed state version and the variables."""
-
-    session_id: str
-    lease_id: str
-    last_used_at: str
-    expires_at: int
-    execution_count: int | None = None
-    state_version: int | None = None
-    variables: list[dict[str, str]] | None = None
-    has_files: bool | None = None
-
-
-@dataclass(frozen=True)
-class UsageDelta:
-    principal: str
-    period: str
-    executions: int
-    compute_ms: int
-    ttl: int
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-# A notebook cell to store with a run: (session id, execution count, attributes).
-CellWrite = tuple[str, int, dict[str, Any]]
-
-
 class Table(Protocol):
     """The API's one table (`lambdas/api/adapters/dynamodb.py` documents the item layout)."""
 
-    def create_session(self, session_id: str, attributes: dict[str, Any]) -> None: ...
-    def get_session(self, session_id: str) -> dict[str, Any] | None: ...
+    def create_session(self, session: SessionRecord) -> None: ...
+    def get_session(self, session_id: str) -> SessionRecord | None: ...
     def acquire_lease(
         self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
-    ) -> dict[str, Any]: ...
+    ) -> SessionRecord: ...
     def finish_run(self, commit: SessionCommit) -> None: ...
     def commit_run(
         self,
         *,
-        execution_id: str,
-        execution: dict[str, Any],
+        execution: ExecutionRecord,
         session: SessionCommit | None = None,
-        cell: CellWrite | None = None,
+        cell: NotebookCell | None = None,
     ) -> None: ...
     def add_usage(self, usage: UsageDelta) -> None: ...
     def mark_has_files(self, session_id: str) -> None: ...
     def delete_session(self, session_id: str) -> None: ...
-    def list_cells(self, session_id: str) -> list[dict[str, Any]]: ...
-    def put_execution(self, execution_id: str, attributes: dict[str, Any]) -> None: ...
-    def create_execution(self, execution_id: str, attributes: dict[str, Any]) -> None: ...
+    def list_cells(self, session_id: str) -> list[NotebookCell]: ...
+    def put_execution(self, execution: ExecutionRecord) -> None: ...
+    def create_execution(self, execution: ExecutionRecord) -> None: ...
     def claim_job(self, execution_id: str) -> bool: ...
     def delete_execution(self, execution_id: str) -> None: ...
     def get_execution(
         self, execution_id: str, consistent: bool = True
-    ) -> dict[str, Any] | None: ...
-    def get_usage(self, principal: str, period: str) -> dict[str, Any]: ...
-    def get_idempotency(self, principal: str, key_hash: str) -> dict[str, Any] | None: ...
-    def claim_idempotency(
-        self, principal: str, key_hash: str, attributes: dict[str, Any]
-    ) -> None: ...
+    ) -> ExecutionRecord | None: ...
+    def get_usage(self, principal: str, period: str) -> UsageRecord: ...
+    def get_idempotency(self, principal: str, key_hash: str) -> IdempotencyRecord | None: ...
+    def claim_idempotency(self, claim: IdempotencyRecord) -> None: ...
     def delete_idempotency(self, principal: str, key_hash: str) -> None: ...
 
 
@@ -104,9 +74,9 @@ class BlobStore(Protocol):
         self, *, key_prefix: str, max_bytes: int, expires_in: int, exact_key: str | None = None
     ) -> PresignedPost: ...
     def presigned_get(self, key: str, expires_in: int) -> str: ...
-    def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
+    def list_objects(self, prefix: str) -> list[StoredObject]: ...
     def count_objects(self, prefix: str, stop_at: int) -> int: ...
-    def head(self, key: str) -> ObjectInfo | None: ...
+    def head(self, key: str) -> StoredObject | None: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...

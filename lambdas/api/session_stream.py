@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 )
 
 from lambdas.api import container
-from lambdas.api.adapters.dynamodb import META, SESSION_PREFIX
+from lambdas.api.adapters.dynamodb_items import META, SESSION_PREFIX
 from lambdas.shared.storage import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 

@@ -41,7 +41,8 @@ class ApiSettings(BaseSettings):
     EXECUTOR_MEMORY_LIMIT_MB: int = Field(default=limits.DEFAULT_MEMORY_LIMIT_MB, gt=0)
     # Base URL of the wheelhouse index the executor may read (on-demand packages); empty: none.
     WHEELHOUSE_URL: str = ""
-    # S3 endpoint override (local stack: moto server); empty on AWS.
+    # Endpoint overrides, empty on AWS. The local stack: S3 through its verifying front
+    # (`local/s3_front.py`), DynamoDB on its moto server.
     S3_ENDPOINT_URL: str = ""
     DYNAMODB_ENDPOINT_URL: str = ""
     POWERTOOLS_SERVICE_NAME: str = "lci-api"

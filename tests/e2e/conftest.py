@@ -45,6 +45,8 @@ class TargetStack:
         return {
             **os.environ,
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+            # The `lci` command on PATH imports this checkout's client, not an installed one.
+            "PYTHONPATH": str(REPO_ROOT / "client"),
             "LCI_ENDPOINT": self.endpoint,
             "LCI_API_KEY": key or self.keys[0],
         }

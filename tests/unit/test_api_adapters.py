@@ -1,11 +1,12 @@
-"""Executor and background adapters against stubbed boto3 clients, path validation, and the
-error registry."""
+"""Executor and background adapters against stubbed boto3 clients, the table's items <-> domain
+entities, path validation, and the error registry."""
 
 from __future__ import annotations
 
 import io
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -115,6 +116,38 @@ def test_polling_handle_gives_up_after_the_window() -> None:
     calls: list[float] = []
     handle = _PollingHandle(lambda: None, sleep=calls.append)
     assert handle.wait(0.0) is None
+    assert calls == []
+
+
+def test_polling_handle_backs_off_to_once_a_second() -> None:
+    from lambdas.api.adapters.background import _PollingHandle
+
+    answers = iter([None] * 12 + ["done"])
+    sleeps: list[float] = []
+    handle = _PollingHandle(lambda: next(answers), sleep=sleeps.append)  # type: ignore[arg-type,return-value]
+    assert handle.wait(3600) == "done"
+    assert sleeps == pytest.approx([min(0.02 * 1.6**i, 1.0) for i in range(12)])
+
+
+def test_polling_handle_polls_last_at_the_deadline() -> None:
+    from lambdas.api.adapters.background import _PollingHandle
+
+    polls: list[float] = []
+    sleeps: list[float] = []
+
+    def poll() -> None:
+        polls.append(time.monotonic())
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
+    started = time.monotonic()
+    assert _PollingHandle(poll, sleep=sleep).wait(0.3) is None
+    # Full steps would sleep 0.02 + 0.032 + 0.0512 + 0.08192 + 0.131 = 0.316 s: the last sleep
+    # is cut short, and the last poll comes at the deadline, not a backoff step after it.
+    assert sum(sleeps) <= 0.3 + 1e-9 and len(polls) == len(sleeps) + 1
+    assert polls[-1] - started >= 0.3
 
 
 def test_thread_background_wait_returns_the_result_or_none() -> None:
@@ -163,3 +196,108 @@ def test_every_spec_error_code_is_registered() -> None:
     assert codes["FILE_NOT_FOUND"] == 404 and codes["PAYLOAD_TOO_LARGE"] == 413
     assert codes["RATE_LIMITED"] == codes["QUOTA_EXCEEDED"] == 429
     assert status_and_code(RateLimited()) == (429, "RATE_LIMITED")
+
+
+# --- the table's items <-> entities (lambdas/api/adapters/dynamodb_items.py) -------------------
+
+
+def test_an_execution_record_keeps_its_item_layout() -> None:
+    from lambdas.api.adapters.dynamodb_items import entity_from_item, item_attributes
+    from lambdas.api.domain import ExecutionRecord, JsonDocument
+
+    running = ExecutionRecord(
+        execution_id="e1",
+        principal="p",
+        status=ExecutionStatus.RUNNING,
+        created_at="2025-01-01T00:00:00.000000Z",
+        ttl=100,
+        lost_after=50,
+        job=JsonDocument(s3_key="executions/e1/job.json"),
+    )
+    item = item_attributes(running)
+    assert item == {
+        "execution_id": "e1",
+        "principal": "p",
+        "status": "running",
+        "created_at": "2025-01-01T00:00:00.000000Z",
+        "ttl": 100,
+        "lost_after": 50,
+        "job_s3_key": "executions/e1/job.json",
+    }
+    assert entity_from_item(ExecutionRecord, {"pk": "EXECUTION#e1", "sk": "META", **item}) == (
+        running
+    )
+
+    finished = running.model_copy(
+        update={
+            "status": ExecutionStatus.OK,
+            "lost_after": None,
+            "job": None,
+            "session_id": "s1",
+            "finished_at": "2025-01-01T00:00:01.000000Z",
+            "compute_ms": 7,
+            "result": JsonDocument(text='{"a":1}'),
+            "spilled": {"stdout": "executions/e1/stdout.txt"},
+        }
+    )
+    item = item_attributes(finished)
+    assert item["result"] == '{"a":1}' and "result_s3_key" not in item
+    assert item["spilled"] == {"stdout": "executions/e1/stdout.txt"}
+    assert {"lost_after", "job", "job_s3_key"}.isdisjoint(item)
+    assert entity_from_item(ExecutionRecord, item) == finished
+
+
+def test_key_fields_stay_in_the_key_and_come_back_from_it() -> None:
+    from lambdas.api.adapters.dynamodb_items import entity_from_item, item_attributes
+    from lambdas.api.domain import IdempotencyRecord, JsonDocument, NotebookCell
+
+    cell = NotebookCell(
+        session_id="s1",
+        execution_count=3,
+        execution_id="e3",
+        code="x = 1",
+        created_at="2025-01-01T00:00:00.000000Z",
+        ttl=9,
+        outputs=JsonDocument(text="[]"),
+    )
+    item = item_attributes(cell, in_key={"session_id"})
+    assert "session_id" not in item and item["outputs"] == "[]"
+    assert entity_from_item(NotebookCell, item, session_id="s1") == cell
+
+    claim = IdempotencyRecord(
+        principal="p", key_hash="h", execution_id="e1", request_hash="r", ttl=5
+    )
+    item = item_attributes(claim, in_key={"principal", "key_hash"})
+    assert item == {"execution_id": "e1", "request_hash": "r", "ttl": 5}
+    assert entity_from_item(IdempotencyRecord, item, principal="p", key_hash="h") == claim
+
+
+def test_a_session_item_reads_as_plain_python_values() -> None:
+    from decimal import Decimal
+
+    from lambdas.api.adapters.dynamodb_items import entity_from_item
+    from lambdas.api.domain import SessionRecord
+
+    # What boto3's TypeDeserializer hands back: numbers are Decimals.
+    item = {
+        "pk": "SESSION#s1",
+        "sk": "META",
+        "session_id": "s1",
+        "principal": "p",
+        "created_at": "c",
+        "last_used_at": "u",
+        "expires_at": Decimal(1000),
+        "ttl": Decimal(1000),
+        "ttl_seconds": Decimal(600),
+        "state_version": Decimal(2),
+        "execution_count": Decimal(5),
+        "variables": [{"name": "x", "type": "int"}],
+        "has_files": False,
+        "lease_id": "l1",
+        "lease_expires_at": Decimal(900),
+    }
+    session = entity_from_item(SessionRecord, item)
+    assert (session.expires_at, session.state_version, session.execution_count) == (1000, 2, 5)
+    assert type(session.expires_at) is int and session.variables == [{"name": "x", "type": "int"}]
+    assert session.is_leased(now=900) and not session.is_leased(now=901)
+    assert session.is_live(now=1000) and not session.is_live(now=1001)

@@ -9,6 +9,8 @@ import pytest
 from lci import Client, ExecutionResult, LciError
 from lci.tools import anthropic_tool, dispatch_tool_call, format_result, openai_tool
 
+from .client_fakes import Api
+
 OK_RESULT = {
     "execution_id": "e1",
     "session_id": None,
@@ -36,19 +38,9 @@ FAILED_RESULT = {
 }
 
 
-class Api:
-    """A scripted server: routes (method, path) to handlers and records every request."""
-
-    def __init__(self, routes):
-        self.routes = routes
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        handler = self.routes.get((request.method, request.url.path))
-        if handler is None:
-            return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "no"}})
-        return handler(request)
+@pytest.fixture(autouse=True)
+def _no_user_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
 def _client(api):
@@ -119,16 +111,16 @@ def test_failed_run_exits_1_with_traceback_and_json_mode_prints_the_document(mon
     assert json.loads(capsys.readouterr().out)["error"]["name"] == "ZeroDivisionError"
 
 
-def test_api_errors_become_a_clear_message_and_exit_1(monkeypatch, capsys):
+def test_api_errors_become_a_clear_message_and_exit_3(monkeypatch, capsys):
     api = Api({})
     _patch_cli(monkeypatch, api)
-    assert cli.main(["session", "show", "nope"]) == 1
+    assert cli.main(["session", "show", "nope"]) == cli.EXIT_API_ERROR == 3
     assert "NOT_FOUND: no" in capsys.readouterr().err
     forbidden = Api(
         {("GET", "/v1/usage"): lambda r: httpx.Response(403, json={"message": "Forbidden"})}
     )
     _patch_cli(monkeypatch, forbidden)
-    assert cli.main(["usage", "--json"]) == 1
+    assert cli.main(["usage", "--json"]) == cli.EXIT_API_ERROR
     assert json.loads(capsys.readouterr().out)["error"] == {
         "code": "FORBIDDEN",
         "message": "Forbidden",
@@ -231,7 +223,7 @@ DIAGNOSTICS = {
         "duration_ms": 180,
     },
     "executor_error": None,
-    "api": {"stage": "prod", "region": "eu-west-1"},
+    "api": {"stage": "prod", "region": "eu-west-1", "sync_wait_ms": 25000},
 }
 
 
@@ -244,6 +236,8 @@ def test_doctor_prints_one_line_per_protection_and_what_did_not_hold(monkeypatch
     assert "NO  runtime_api_isolated" in out and "n/a huge_pages" in out
     assert "1 protection(s) did not take effect: runtime_api_isolated" in out
     assert "Lambda, kernel 5.10.240" in out and "api       region = eu-west-1" in out
+    assert "checked 2026-11-30T12:00:00Z in 0.18 s" in out  # seconds, as everywhere in lci
+    assert "api       sync_wait = 25 s" in out
     assert cli.main(["doctor", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == DIAGNOSTICS
 

@@ -15,6 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+)
+
 from lambdas.api.ports import BackgroundHandle, Poller, Runner
 from lambdas.shared.models import ExecutionResult
 
@@ -65,23 +73,30 @@ class ThreadBackground:
         self._pool.shutdown(wait=True)
 
 
+# The record is polled 20 ms after the first read, then less and less often, at most 1 s apart.
+_POLL_BACKOFF = wait_exponential(multiplier=0.02, exp_base=1.6, max=1.0)
+
+
 class _PollingHandle:
     def __init__(self, poll: Poller, sleep: Callable[[float], None] = time.sleep) -> None:
         self._poll = poll
         self._sleep = sleep
 
     def wait(self, timeout_s: float) -> ExecutionResult | None:
-        deadline = time.monotonic() + timeout_s
-        delay = 0.02
-        while True:
-            result = self._poll()
-            if result is not None:
-                return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._sleep(min(delay, remaining))
-            delay = min(delay * 1.6, 1.0)
+        def until_next_poll(state: RetryCallState) -> float:
+            # The last sleep is cut short: the final poll falls on the deadline.
+            remaining = timeout_s - (state.seconds_since_start or 0.0)
+            return min(_POLL_BACKOFF(state), max(0.0, remaining))
+
+        polling = Retrying(
+            retry=retry_if_result(lambda result: result is None),
+            wait=until_next_poll,
+            stop=stop_after_delay(timeout_s),
+            sleep=self._sleep,
+            retry_error_callback=lambda _: None,
+        )
+        result: ExecutionResult | None = polling(self._poll)
+        return result
 
 
 class LambdaBackground:

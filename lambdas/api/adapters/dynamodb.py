@@ -1,23 +1,10 @@
-"""DynamoDB adapter: the API's one table (single-table design).
+"""DynamoDB adapter: every read and write of the API's one table (`dynamodb_items.py` holds the
+key design, the item attributes and the mapping to the entities of `lambdas/api/domain.py`).
 
-Key design (pk / sk are strings; `ttl` is epoch seconds, DynamoDB deletes expired items up to two
-days late, so every read also checks the item's own expiry):
-
-| item           | pk                                      | sk                   |
-|----------------|-----------------------------------------|----------------------|
-| session        | SESSION#{session_id}                    | META                 |
-| notebook cell  | SESSION#{session_id}                    | CELL#{count:010d}    |
-| execution      | EXECUTION#{execution_id}                | META                 |
-| usage counter  | USAGE#{principal}                       | PERIOD#{YYYY-MM}     |
-| idempotency    | IDEMPOTENCY#{principal}#{sha256(key)}   | META                 |
-
-Session item: principal, created_at / last_used_at (ISO), expires_at (epoch, sliding),
-ttl_seconds, state_version (last committed snapshot), execution_count, variables, has_files
-(False until an upload form is issued or a run may have written files: runs then skip the
-S3 listing), and while a run is in flight `lease_id` + `lease_expires_at`. The lease is taken
-with one conditional write (exists, owned, not expired, not leased — or the previous lease has
-expired, so a crashed call cannot wedge a session) and given back by the run's commit, which is
-conditional on still holding it: two runs on one session never both commit.
+A session run's lease is taken with one conditional write (exists, owned, not expired, not
+leased — or the previous lease has expired, so a crashed call cannot wedge a session) and given
+back by the run's commit, which is conditional on still holding it: two runs on one session
+never both commit.
 
 A finished run writes ONE TransactWriteItems: the session commit (lease release, state_version
 + 1 if a snapshot was uploaded, execution_count, variables, sliding expiry), its notebook cell
@@ -25,12 +12,11 @@ A finished run writes ONE TransactWriteItems: the session commit (lease release,
 record; then `UpdateItem ADD executions, compute_ms` on the usage counter (outside the
 transaction: all runs of a principal share that item).
 
-Execution records hold `status`, `result` (JSON text; larger documents live in S3 and the item
-keeps `result_s3_key`), and while running `lost_after` (epoch; a record still running after it
-is reported lost) and, for the Lambda background runner, `job` + `job_started` (run once).
+A running execution's record holds `lost_after` (a record still running after it is reported
+lost) and, for the Lambda background runner, its `job`, claimed once with `job_started`.
 Idempotency items map a principal's key to an execution id and the request's hash (24 h).
 
-Only this module talks to DynamoDB; it returns plain Python values (ints, not Decimals).
+Only this module talks to DynamoDB.
 """
 
 from __future__ import annotations
@@ -38,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from decimal import Decimal
 from typing import Any
 
 from tenacity import (
@@ -50,69 +35,34 @@ from tenacity import (
     wait_fixed,
 )
 
-from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit, UsageDelta
+from lambdas.api.adapters.dynamodb_items import (
+    CELL_PREFIX,
+    SESSION_PREFIX,
+    cell_key,
+    entity_from_item,
+    execution_key,
+    idempotency_key,
+    item_attributes,
+    session_commit_update,
+    session_key,
+    usage_key,
+)
+from lambdas.api.domain import (
+    ExecutionRecord,
+    IdempotencyRecord,
+    NotebookCell,
+    SessionCommit,
+    SessionRecord,
+    UsageDelta,
+    UsageRecord,
+)
+from lambdas.api.ports import ConditionFailed
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
 from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
-META = "META"
-SESSION_PREFIX = "SESSION#"
 _COMMIT_ATTEMPTS = 4
 _BATCH_ATTEMPTS = 8
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def session_key(session_id: str) -> dict[str, str]:
-    return {PK: f"{SESSION_PREFIX}{session_id}", SK: META}
-
-
-def execution_key(execution_id: str) -> dict[str, str]:
-    return {PK: f"EXECUTION#{execution_id}", SK: META}
-
-
-def usage_key(principal: str, period: str) -> dict[str, str]:
-    return {PK: f"USAGE#{principal}", SK: f"PERIOD#{period}"}
-
-
-def idempotency_key(principal: str, key_hash: str) -> dict[str, str]:
-    return {PK: f"IDEMPOTENCY#{principal}#{key_hash}", SK: META}
-
-
-CELL_PREFIX = "CELL#"
-
-
-def cell_key(session_id: str, execution_count: int) -> dict[str, str]:
-    return {PK: f"{SESSION_PREFIX}{session_id}", SK: f"{CELL_PREFIX}{execution_count:010d}"}
-
-
-def _session_commit_update(commit: SessionCommit) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """The conditional UpdateItem of a session commit (see SessionCommit)."""
-    sets = ["last_used_at = :used", "expires_at = :exp", "#ttl = :exp"]
-    values: dict[str, Any] = {
-        ":lease": commit.lease_id,
-        ":used": commit.last_used_at,
-        ":exp": commit.expires_at,
-    }
-    for name, value in (
-        ("execution_count", commit.execution_count),
-        ("state_version", commit.state_version),
-        ("variables", commit.variables),
-        ("has_files", commit.has_files),
-    ):
-        if value is not None:
-            sets.append(f"{name} = :{name}")
-            values[f":{name}"] = value
-    expression = f"SET {', '.join(sets)} REMOVE lease_id, lease_expires_at"
-    return expression, values, {"#ttl": TTL}
 
 
 def _transaction_token(items: list[Any]) -> str:
@@ -217,8 +167,7 @@ class DynamoTable:
     # --- generic ------------------------------------------------------------------------------
 
     def _get(self, key: dict[str, str], consistent: bool = True) -> dict[str, Any] | None:
-        item = self._table.get_item(Key=key, ConsistentRead=consistent).get("Item")
-        return _plain(item) if item else None
+        return self._table.get_item(Key=key, ConsistentRead=consistent).get("Item")
 
     def _update(
         self,
@@ -240,7 +189,7 @@ class DynamoTable:
         if condition:
             kwargs["ConditionExpression"] = condition
         try:
-            return _plain(self._table.update_item(**kwargs)["Attributes"])
+            return self._table.update_item(**kwargs)["Attributes"]
         except self._client.exceptions.ConditionalCheckFailedException as exc:
             raise ConditionFailed from exc
 
@@ -256,18 +205,21 @@ class DynamoTable:
 
     # --- sessions -----------------------------------------------------------------------------
 
-    def create_session(self, session_id: str, attributes: dict[str, Any]) -> None:
-        self._put_new(session_key(session_id), {**attributes, TTL: attributes["expires_at"]})
+    def create_session(self, session: SessionRecord) -> None:
+        self._put_new(
+            session_key(session.session_id), {**item_attributes(session), TTL: session.expires_at}
+        )
 
-    def get_session(self, session_id: str) -> dict[str, Any] | None:
-        return self._get(session_key(session_id))
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        item = self._get(session_key(session_id))
+        return entity_from_item(SessionRecord, item) if item else None
 
     def acquire_lease(
         self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
-    ) -> dict[str, Any]:
-        """Take the run lease of a live session owned by `principal`; returns the session item.
+    ) -> SessionRecord:
+        """Take the run lease of a live session owned by `principal`; returns the session.
         ConditionFailed if it is missing, foreign, expired or leased by a run in flight."""
-        return self._update(
+        item = self._update(
             session_key(session_id),
             "SET lease_id = :lease, lease_expires_at = :lease_exp",
             {":lease": lease_id, ":lease_exp": lease_expires_at, ":now": now, ":p": principal},
@@ -277,11 +229,12 @@ class DynamoTable:
             ),
             names={"#pk": PK},
         )
+        return entity_from_item(SessionRecord, item)
 
     def finish_run(self, commit: SessionCommit) -> None:
         """Release the lease, committing what the run produced, in one conditional write.
         ConditionFailed: the lease is no longer ours, so nothing is committed."""
-        expression, values, names = _session_commit_update(commit)
+        expression, values, names = session_commit_update(commit)
         self._update(
             session_key(commit.session_id),
             expression,
@@ -293,10 +246,9 @@ class DynamoTable:
     def commit_run(
         self,
         *,
-        execution_id: str,
-        execution: dict[str, Any],
+        execution: ExecutionRecord,
         session: SessionCommit | None = None,
-        cell: CellWrite | None = None,
+        cell: NotebookCell | None = None,
     ) -> None:
         """What a finished run writes, in ONE transaction: the session commit (lease release,
         version, count; conditional on still holding the lease), the notebook cell and the
@@ -304,11 +256,12 @@ class DynamoTable:
 
         Usage counters are not part of it: every run of a principal adds to the same item, and
         concurrent transactions on one item cancel each other (TransactionConflict)."""
+        execution_id = execution.execution_id
         wire = self._wire.dump
         table = self._table.name
         items: list[Any] = []
         if session is not None:
-            expression, values, names = _session_commit_update(session)
+            expression, values, names = session_commit_update(session)
             items.append(
                 {
                     "Update": {
@@ -322,20 +275,16 @@ class DynamoTable:
                 }
             )
         if cell is not None:
-            cell_session, count, attributes = cell
-            items.append(
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": wire({**cell_key(cell_session, count), **attributes}),
-                    }
-                }
-            )
+            cell_item = {
+                **cell_key(cell.session_id, cell.execution_count),
+                **item_attributes(cell, in_key={"session_id"}),
+            }
+            items.append({"Put": {"TableName": table, "Item": wire(cell_item)}})
         items.append(
             {
                 "Put": {
                     "TableName": table,
-                    "Item": wire({**execution_key(execution_id), **execution}),
+                    "Item": wire({**execution_key(execution_id), **item_attributes(execution)}),
                 }
             }
         )
@@ -401,22 +350,28 @@ class DynamoTable:
         items: list[Any] = []
         while True:
             page = self._table.query(**kwargs)
-            items += [_plain(i) for i in page.get("Items", [])]
+            items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def list_cells(self, session_id: str) -> list[dict[str, Any]]:
-        return self._query_cells(session_id)
+    def list_cells(self, session_id: str) -> list[NotebookCell]:
+        """The session's cells in execution order (the sort key orders them)."""
+        return [
+            entity_from_item(NotebookCell, item, session_id=session_id)
+            for item in self._query_cells(session_id)
+        ]
 
     # --- executions ---------------------------------------------------------------------------
 
-    def put_execution(self, execution_id: str, attributes: dict[str, Any]) -> None:
-        self._table.put_item(Item={**execution_key(execution_id), **attributes})
+    def put_execution(self, execution: ExecutionRecord) -> None:
+        self._table.put_item(
+            Item={**execution_key(execution.execution_id), **item_attributes(execution)}
+        )
 
-    def create_execution(self, execution_id: str, attributes: dict[str, Any]) -> None:
+    def create_execution(self, execution: ExecutionRecord) -> None:
         """Put the record unless one exists already (ConditionFailed then)."""
-        self._put_new(execution_key(execution_id), attributes)
+        self._put_new(execution_key(execution.execution_id), item_attributes(execution))
 
     def claim_job(self, execution_id: str) -> bool:
         """Mark a running execution's job as started; False if it already was (a duplicate
@@ -426,8 +381,9 @@ class DynamoTable:
                 execution_key(execution_id),
                 "SET job_started = :yes",
                 {":yes": True, ":running": "running"},
-                condition="attribute_exists(job) AND #status = :running "
-                "AND attribute_not_exists(job_started)",
+                # A job too large for the item is kept in S3 and only its key is stored.
+                condition="(attribute_exists(job) OR attribute_exists(job_s3_key)) "
+                "AND #status = :running AND attribute_not_exists(job_started)",
                 names={"#status": "status"},
             )
         except ConditionFailed:
@@ -437,22 +393,31 @@ class DynamoTable:
     def delete_execution(self, execution_id: str) -> None:
         self._table.delete_item(Key=execution_key(execution_id))
 
-    def get_execution(self, execution_id: str, consistent: bool = True) -> dict[str, Any] | None:
-        return self._get(execution_key(execution_id), consistent)
+    def get_execution(self, execution_id: str, consistent: bool = True) -> ExecutionRecord | None:
+        item = self._get(execution_key(execution_id), consistent)
+        return entity_from_item(ExecutionRecord, item) if item else None
 
     # --- usage --------------------------------------------------------------------------------
 
-    def get_usage(self, principal: str, period: str) -> dict[str, Any]:
-        return self._get(usage_key(principal, period), consistent=False) or {}
+    def get_usage(self, principal: str, period: str) -> UsageRecord:
+        """The counters of `period` (zero when the principal has not run anything in it)."""
+        item = self._get(usage_key(principal, period), consistent=False) or {}
+        return entity_from_item(UsageRecord, item, principal=principal, period=period)
 
     # --- idempotency --------------------------------------------------------------------------
 
-    def get_idempotency(self, principal: str, key_hash: str) -> dict[str, Any] | None:
-        return self._get(idempotency_key(principal, key_hash))
+    def get_idempotency(self, principal: str, key_hash: str) -> IdempotencyRecord | None:
+        item = self._get(idempotency_key(principal, key_hash))
+        if not item:
+            return None
+        return entity_from_item(IdempotencyRecord, item, principal=principal, key_hash=key_hash)
 
-    def claim_idempotency(self, principal: str, key_hash: str, attributes: dict[str, Any]) -> None:
+    def claim_idempotency(self, claim: IdempotencyRecord) -> None:
         """Record which execution answers this key; ConditionFailed if already claimed."""
-        self._put_new(idempotency_key(principal, key_hash), attributes)
+        self._put_new(
+            idempotency_key(claim.principal, claim.key_hash),
+            item_attributes(claim, in_key={"principal", "key_hash"}),
+        )
 
     def delete_idempotency(self, principal: str, key_hash: str) -> None:
         self._table.delete_item(Key=idempotency_key(principal, key_hash))

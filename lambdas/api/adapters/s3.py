@@ -1,20 +1,21 @@
 """S3 adapter: presigned POST/GET and the few direct object operations the API needs.
 
-Key layout (built only by `lambdas.api.service.paths`): `sessions/{id}/files/{path}`,
+Key layout (built only by `lambdas/api/service/common.py`): `sessions/{id}/files/{path}`,
 `sessions/{id}/state/{version}.pkl`, `sessions/{id}/notebook/…`, `executions/{id}/…`.
 State blobs are opaque bytes here: this module never reads them, let alone unpickles them.
 Presigned URLs name the bucket's regional virtual-hosted endpoint,
 `https://<bucket>.s3.<region>.amazonaws.com/...` (also in us-east-1): S3's global host answers
 400 in Regions opened after March 2019, redirects young buckets elsewhere (a 307 that breaks the
 signature and CORS), and the executor's VPC gateway endpoint serves only its own Region.
-`S3_ENDPOINT_URL` overrides it (the local stack's S3 on 127.0.0.1, path-style).
+`S3_ENDPOINT_URL` overrides it (the local stack's verifying S3 front, `local/s3_front.py`, on
+127.0.0.1, path-style).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lambdas.api.ports import ObjectInfo
+from lambdas.api.domain import StoredObject
 from lambdas.shared.models import PresignedPost
 
 _FILENAME_PLACEHOLDER = "${filename}"
@@ -73,13 +74,13 @@ class S3BlobStore:
 
     # --- objects ------------------------------------------------------------------------------
 
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[StoredObject]:
         paginator = self._client.get_paginator("list_objects_v2")
-        found: list[ObjectInfo] = []
+        found: list[StoredObject] = []
         for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 found.append(
-                    ObjectInfo(
+                    StoredObject(
                         key=obj["Key"],
                         size=int(obj["Size"]),
                         etag=str(obj.get("ETag", "")).strip('"'),
@@ -111,14 +112,14 @@ class S3BlobStore:
                 break
         return min(counted, stop_at)
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str) -> StoredObject | None:
         try:
             meta = self._client.head_object(Bucket=self._bucket, Key=key)
         except self._client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
-        return ObjectInfo(
+        return StoredObject(
             key=key,
             size=int(meta["ContentLength"]),
             etag=str(meta.get("ETag", "")).strip('"'),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from lambdas.api.domain import JsonDocument
 from lambdas.api.errors import InvalidPath
 from lambdas.api.ports import Clock
 from lambdas.shared import limits
@@ -125,23 +126,21 @@ def validate_path(raw: str) -> str:
 # --- large JSON documents -------------------------------------------------------------------------
 
 
-def store_json(
-    deps: Deps, attributes: dict[str, Any], field: str, document: Any, s3_key: str
-) -> None:
-    """Put `document` into `attributes[field]` as JSON text, or into S3 when too large for an
-    item (then `attributes[field + '_s3_key']` points to it)."""
+def store_json(deps: Deps, document: Any, s3_key: str) -> JsonDocument:
+    """`document` as JSON text kept in its item, or put in S3 under `s3_key` when it is too
+    large for an item."""
     text = json.dumps(document, separators=(",", ":"))
     if len(text.encode()) <= INLINE_JSON_MAX_BYTES:
-        attributes[field] = text
-    else:
-        deps.blobs.put_bytes(s3_key, text.encode())
-        attributes[f"{field}_s3_key"] = s3_key
+        return JsonDocument(text=text)
+    deps.blobs.put_bytes(s3_key, text.encode())
+    return JsonDocument(s3_key=s3_key)
 
 
-def load_json(deps: Deps, item: dict[str, Any], field: str) -> Any:
-    if field in item:
-        return json.loads(item[field])
-    pointer = item.get(f"{field}_s3_key")
-    if pointer:
-        return json.loads(deps.blobs.get_bytes(pointer))
+def load_json(deps: Deps, document: JsonDocument | None) -> Any:
+    if document is None:
+        return None
+    if document.text is not None:
+        return json.loads(document.text)
+    if document.s3_key:
+        return json.loads(deps.blobs.get_bytes(document.s3_key))
     return None

@@ -1,13 +1,12 @@
-"""Executions: validation, idempotency, quota, session lease, the executor call, commit.
+"""Executions: the entry points (a run in a session, a one-shot run, reading an execution, the
+background runner's stored job) and the validation of a run request.
 
-A session run: validate (400/413) → replay if the Idempotency-Key is known → quota (429) → take
-the session lease with one conditional write (404 if missing/foreign/expired, 409 if held) →
-claim the idempotency key → record the execution as running and dispatch it within the sync
-window (`dispatch.py`: 200 with the result, or 202 with its id at the window; `wait: false` →
-202 at once). After the executor returns, one transaction releases the lease, commits
-state_version + 1 if the worker uploaded a snapshot, stores the notebook cell and the execution
-record; a lease that is no longer ours commits nothing. Compute time is measured here, around
-the executor call, never taken from the executor's report.
+A session run: validate (400/413) → replay if the Idempotency-Key is known (`idempotency.py`) →
+quota (429) → take the session lease with one conditional write (404 if missing/foreign/expired,
+409 if held) → claim the idempotency key → `dispatch.py` records the execution as running and
+dispatches it within the sync window (200 with the result, or 202 with its id at the window;
+`wait: false` → 202 at once) → `run.py` invokes the executor and commits what it produced in
+one transaction; a lease that is no longer ours commits nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from lambdas.api.service.run import RunService
 from lambdas.api.service.sessions import SessionService
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
-from lambdas.shared.models import ExecutionResult, ExecutionStatus, InlineFile
+from lambdas.shared.models import ExecutionResult, InlineFile
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -92,12 +91,12 @@ class ExecutionService:
             timeout_ms=timeout_ms,
             env=request.env,
             packages=pinned,
-            execution_count=int(session.get("execution_count", 0)) + 1,
-            state_version=int(session.get("state_version", 0)),
-            session_ttl_seconds=int(session.get("ttl_seconds", limits.DEFAULT_SESSION_TTL_SECONDS)),
+            execution_count=session.execution_count + 1,
+            state_version=session.state_version,
+            session_ttl_seconds=session.ttl_seconds,
             wait=request.wait,
             idempotency_key_hash=key_hash,
-            has_files=bool(session.get("has_files", True)),
+            has_files=session.has_files,
         )
         if key_hash:
             try:
@@ -144,18 +143,18 @@ class ExecutionService:
 
     def get(self, principal: str, execution_id: str) -> ExecutionResult:
         record = self._deps.table.get_execution(execution_id)
-        if not record or record.get("principal") != principal:
+        if not record or record.principal != principal:
             raise ExecutionNotFound()
         return self._records.result_of(record)
 
     def run_stored_job(self, execution_id: str) -> ExecutionResult | None:
         """Background entry (LambdaBackground): run the job stored in the record, once."""
         record = self._deps.table.get_execution(execution_id)
-        if not record or record.get("status") != ExecutionStatus.RUNNING.value:
+        if not record or not record.is_running():
             return None
-        if self._records.is_lost(record):  # a delivery this late is not run: the client saw it lost
-            return None
-        job_data = load_json(self._deps, record, "job")
+        if record.is_lost(self._deps.now()):
+            return None  # a delivery this late is not run: the client saw the run lost
+        job_data = load_json(self._deps, record.job)
         if job_data is None or not self._deps.table.claim_job(execution_id):
             return None
         return self._runs.run_job(Job.model_validate(job_data))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from lambdas.api.domain import IdempotencyRecord
 from lambdas.api.errors import InvalidRequest
 from lambdas.api.models import ExecuteAccepted, ExecuteRequest
 from lambdas.api.service.common import IDEMPOTENCY_TTL_SECONDS, Deps
@@ -47,14 +48,14 @@ class Idempotency:
 
     def replay(self, principal: str, key_hash: str, request_hash: str) -> ExecuteOutcome | None:
         claim = self._deps.table.get_idempotency(principal, key_hash)
-        if not claim or claim.get("ttl", 0) < self._deps.now():
+        if not claim or claim.ttl < self._deps.now():
             return None
-        if claim.get("request_hash") != request_hash:
+        if claim.request_hash != request_hash:
             raise InvalidRequest(
                 "this Idempotency-Key was already used with a different request",
                 details={"reason": "idempotency_key_reused"},
             )
-        record = self._deps.table.get_execution(claim["execution_id"])
+        record = self._deps.table.get_execution(claim.execution_id)
         if not record:
             return None
         result = self._records.result_of(record)
@@ -68,11 +69,11 @@ class Idempotency:
 
     def claim(self, principal: str, key_hash: str, request_hash: str, execution_id: str) -> None:
         self._deps.table.claim_idempotency(
-            principal,
-            key_hash,
-            {
-                "execution_id": execution_id,
-                "request_hash": request_hash,
-                "ttl": int(self._deps.now() + IDEMPOTENCY_TTL_SECONDS),
-            },
+            IdempotencyRecord(
+                principal=principal,
+                key_hash=key_hash,
+                execution_id=execution_id,
+                request_hash=request_hash,
+                ttl=int(self._deps.now() + IDEMPOTENCY_TTL_SECONDS),
+            )
         )

@@ -35,13 +35,11 @@ class NotebookService:
         }
         for cell in self._deps.table.list_cells(session_id):
             outputs = [
-                out for raw in load_json(self._deps, cell, "outputs") or [] if (out := _output(raw))
+                out for raw in load_json(self._deps, cell.outputs) or [] if (out := _output(raw))
             ]
             notebook.cells.append(
                 nbformat.v4.new_code_cell(
-                    source=cell.get("code", ""),
-                    execution_count=cell.get("execution_count"),
-                    outputs=outputs,
+                    source=cell.code, execution_count=cell.execution_count, outputs=outputs
                 )
             )
         nbformat.validate(notebook)

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lambdas.api.ports import ConditionFailed, SessionCommit
+from lambdas.api.domain import ExecutionRecord, SessionCommit
+from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import (
     EXECUTION_RECORD_TTL_SECONDS,
     Deps,
@@ -19,9 +20,6 @@ from lambdas.api.service.common import (
 )
 from lambdas.shared import limits
 from lambdas.shared.models import ExecutionError, ExecutionResult, ExecutionStatus, InlineFile
-
-# Execution record attribute: S3 keys of the result parts its response links, by part.
-SPILLED_ATTRIBUTE = "spilled"
 
 
 class Job(BaseModel):
@@ -49,59 +47,54 @@ class ExecutionRecords:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    def execution_item(self, job: Job, status: ExecutionStatus) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "execution_id": job.execution_id,
-            "principal": job.principal,
-            "status": status.value,
-            "created_at": iso(job.created_at),
-            "ttl": int(job.created_at + EXECUTION_RECORD_TTL_SECONDS),
-        }
+    def execution_record(self, job: Job, status: ExecutionStatus) -> ExecutionRecord:
+        lost_after = None
         if status == ExecutionStatus.RUNNING:
-            item["lost_after"] = int(
+            lost_after = int(
                 job.created_at
                 + job.timeout_ms / 1000
                 + limits.SESSION_LEASE_GRACE_SECONDS
                 + limits.LOST_RUN_AFTER_SECONDS
             )
-        if job.session_id:
-            item["session_id"] = job.session_id
-        return item
+        return ExecutionRecord(
+            execution_id=job.execution_id,
+            principal=job.principal,
+            status=status,
+            created_at=iso(job.created_at),
+            ttl=int(job.created_at + EXECUTION_RECORD_TTL_SECONDS),
+            session_id=job.session_id,
+            lost_after=lost_after,
+        )
 
     def put_running(self, job: Job, *, with_job: bool) -> None:
         """Record the execution as running (with its job for a background invocation); if that
         fails the run never starts: the lease is given back and the error raised."""
-        record = self.execution_item(job, ExecutionStatus.RUNNING)
+        record = self.execution_record(job, ExecutionStatus.RUNNING)
         try:
             if with_job:
-                store_json(
+                stored_job = store_json(
                     self._deps,
-                    record,
-                    "job",
                     job.model_dump(mode="json"),
                     execution_prefix(job.execution_id) + "job.json",
                 )
-            self._deps.table.put_execution(job.execution_id, record)
+                record = record.model_copy(update={"job": stored_job})
+            self._deps.table.put_execution(record)
         except Exception:
             self.release(job)
             raise
 
     def finished_result(self, execution_id: str) -> ExecutionResult | None:
         record = self._deps.table.get_execution(execution_id, consistent=True)
-        if not record or record.get("status") == ExecutionStatus.RUNNING.value:
+        if not record or record.is_running():
             return None
         return self.result_of(record)
 
-    def is_lost(self, record: dict[str, Any]) -> bool:
-        lost_after = record.get("lost_after")
-        return lost_after is not None and self._deps.now() > lost_after
-
-    def result_of(self, record: dict[str, Any]) -> ExecutionResult:
-        if record.get("status") == ExecutionStatus.RUNNING.value:
-            if self.is_lost(record):
+    def result_of(self, record: ExecutionRecord) -> ExecutionResult:
+        if record.is_running():
+            if record.is_lost(self._deps.now()):
                 return ExecutionResult(
-                    execution_id=record["execution_id"],
-                    session_id=record.get("session_id"),
+                    execution_id=record.execution_id,
+                    session_id=record.session_id,
                     status=ExecutionStatus.ERROR,
                     success=False,
                     error=ExecutionError(
@@ -109,10 +102,9 @@ class ExecutionRecords:
                         value="the run was interrupted before it finished; its result is lost",
                     ),
                 )
-            return ExecutionResult.running(record["execution_id"], record.get("session_id"))
-        data = load_json(self._deps, record, "result")
-        result = ExecutionResult.model_validate(data)
-        self.link_spilled(result, record.get(SPILLED_ATTRIBUTE) or {})
+            return ExecutionResult.running(record.execution_id, record.session_id)
+        result = ExecutionResult.model_validate(load_json(self._deps, record.result))
+        self.link_spilled(result, record.spilled or {})
         return result
 
     def link_spilled(self, result: ExecutionResult, keys: dict[str, str]) -> None:

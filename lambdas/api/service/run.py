@@ -10,8 +10,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from lambdas.api.domain import NotebookCell, SessionCommit
 from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited
-from lambdas.api.ports import CellWrite, ConditionFailed, SessionCommit
+from lambdas.api.ports import ConditionFailed
 from lambdas.api.service import payloads
 from lambdas.api.service.common import (
     Deps,
@@ -25,7 +26,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
-from lambdas.api.service.records import SPILLED_ATTRIBUTE, ExecutionRecords, Job
+from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
 from lambdas.shared.executor_responses import ExecutorFailure, failed_response
@@ -232,16 +233,18 @@ class RunService:
         count its usage (`count_usage=False` when a retry of this write follows a first
         attempt that counted it already). `spilled`: where the linked parts are stored."""
         now = self._deps.now()
-        execution = self._records.execution_item(job, result.status)
-        execution.update(finished_at=iso(now), compute_ms=compute_ms)
-        if spilled:
-            execution[SPILLED_ATTRIBUTE] = spilled
-        store_json(
+        stored_result = store_json(
             self._deps,
-            execution,
-            "result",
             result.model_dump(mode="json"),
             execution_prefix(job.execution_id) + "result.json",
+        )
+        execution = self._records.execution_record(job, result.status).model_copy(
+            update={
+                "finished_at": iso(now),
+                "compute_ms": compute_ms,
+                "result": stored_result,
+                "spilled": spilled or None,
+            }
         )
         cell = self._cell(job, cell_outputs) if cell_outputs is not None else None
         # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
@@ -249,9 +252,7 @@ class RunService:
             self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
         )
         try:
-            self._deps.table.commit_run(
-                execution_id=job.execution_id, execution=execution, session=session, cell=cell
-            )
+            self._deps.table.commit_run(execution=execution, session=session, cell=cell)
         finally:
             if counted is not None:
                 try:
@@ -279,25 +280,23 @@ class RunService:
             kept.append(file)
         result.files = kept
 
-    def _cell(self, job: Job, outputs: list[dict[str, Any]]) -> CellWrite:
+    def _cell(self, job: Job, outputs: list[dict[str, Any]]) -> NotebookCell:
         assert job.session_id and job.execution_count is not None
         now = self._deps.now()
-        attributes: dict[str, Any] = {
-            "execution_id": job.execution_id,
-            "execution_count": job.execution_count,
-            "code": job.code,
-            "created_at": iso(now),
+        return NotebookCell(
+            session_id=job.session_id,
+            execution_count=job.execution_count,
+            execution_id=job.execution_id,
+            code=job.code,
+            created_at=iso(now),
             # Cells outlive the session item by a margin; they are deleted with the session.
-            "ttl": int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
-        }
-        store_json(
-            self._deps,
-            attributes,
-            "outputs",
-            outputs,
-            notebook_cell_key(job.session_id, job.execution_count),
+            ttl=int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
+            outputs=store_json(
+                self._deps,
+                outputs,
+                notebook_cell_key(job.session_id, job.execution_count),
+            ),
         )
-        return job.session_id, job.execution_count, attributes
 
     def _invocation(self, job: Job) -> tuple[ExecutorInvocation, int]:
         """The executor's invocation, and how many session files were left out of it (cap)."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from lambdas.api.domain import SessionRecord
 from lambdas.api.errors import SessionNotFound
 from lambdas.api.models import Session, SessionDetail, Variable
 from lambdas.api.service.common import Deps, iso, new_id, session_prefix
@@ -16,37 +15,36 @@ class SessionService:
     def create(self, principal: str, ttl_seconds: int | None) -> Session:
         now = self._deps.now()
         ttl = ttl_seconds or self._deps.settings.SESSION_TTL_SECONDS
-        session_id = new_id()
-        item = {
-            "session_id": session_id,
-            "principal": principal,
-            "created_at": iso(now),
-            "last_used_at": iso(now),
-            "expires_at": int(now + ttl),
-            "ttl_seconds": ttl,
-            "state_version": 0,
-            "execution_count": 0,
-            "variables": [],
-            "has_files": False,
-        }
-        self._deps.table.create_session(session_id, item)
-        return self.to_model(item)
+        session = SessionRecord(
+            session_id=new_id(),
+            principal=principal,
+            created_at=iso(now),
+            last_used_at=iso(now),
+            expires_at=int(now + ttl),
+            ttl_seconds=ttl,
+            state_version=0,
+            execution_count=0,
+            variables=[],
+            has_files=False,
+        )
+        self._deps.table.create_session(session)
+        return self.to_model(session)
 
-    def load(self, principal: str, session_id: str) -> dict[str, Any]:
-        """The live session item owned by `principal`; SessionNotFound otherwise (expired and
+    def load(self, principal: str, session_id: str) -> SessionRecord:
+        """The live session owned by `principal`; SessionNotFound otherwise (expired and
         foreign sessions look exactly like missing ones)."""
-        item = self._deps.table.get_session(session_id)
-        if not item or item.get("principal") != principal:
+        session = self._deps.table.get_session(session_id)
+        if not session or session.principal != principal:
             raise SessionNotFound()
-        if item["expires_at"] < self._deps.now():
+        if not session.is_live(self._deps.now()):
             raise SessionNotFound()
-        return item
+        return session
 
     def get(self, principal: str, session_id: str) -> SessionDetail:
-        item = self.load(principal, session_id)
+        session = self.load(principal, session_id)
         return SessionDetail(
-            **self.to_model(item).model_dump(),
-            variables=[Variable(**v) for v in item.get("variables") or []],
+            **self.to_model(session).model_dump(),
+            variables=[Variable(**v) for v in session.variables],
         )
 
     def delete(self, principal: str, session_id: str) -> None:
@@ -61,14 +59,12 @@ class SessionService:
         self._deps.blobs.delete_prefix(session_prefix(session_id))
         self._deps.table.delete_session(session_id)
 
-    def to_model(self, item: dict[str, Any]) -> Session:
-        now = self._deps.now()
-        busy = bool(item.get("lease_id")) and item.get("lease_expires_at", 0) >= now
+    def to_model(self, session: SessionRecord) -> Session:
         return Session(
-            session_id=item["session_id"],
-            created_at=item["created_at"],
-            expires_at=iso(item["expires_at"]),
-            last_used_at=item["last_used_at"],
-            execution_count=item.get("execution_count", 0),
-            status="busy" if busy else "idle",
+            session_id=session.session_id,
+            created_at=session.created_at,
+            expires_at=iso(session.expires_at),
+            last_used_at=session.last_used_at,
+            execution_count=session.execution_count,
+            status="busy" if session.is_leased(self._deps.now()) else "idle",
         )

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
+from lambdas.api.domain import UsageDelta
 from lambdas.api.errors import QuotaExceeded
 from lambdas.api.models import Quota, Usage
-from lambdas.api.ports import UsageDelta
 from lambdas.api.service.common import USAGE_RECORD_TTL_SECONDS, Deps, usage_period
 
 USAGE_CACHE_SECONDS = 10.0
@@ -28,12 +28,12 @@ class UsageService:
 
     def current(self, principal: str) -> Usage:
         period = usage_period(self._deps.now())
-        item = self._deps.table.get_usage(principal, period)
+        counters = self._deps.table.get_usage(principal, period)
         settings = self._deps.settings
         usage = Usage(
             period=period,
-            executions=int(item.get("executions", 0)),
-            compute_ms=int(item.get("compute_ms", 0)),
+            executions=counters.executions,
+            compute_ms=counters.compute_ms,
             quota=Quota(executions=settings.QUOTA_EXECUTIONS, compute_ms=settings.QUOTA_COMPUTE_MS),
         )
         with self._lock:
