@@ -1,11 +1,12 @@
 """The REST API: the routes of SPEC §3 (`lambdas/shared/routes.py`), each proxied to the API
 function.
 
-An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
-usage plan throttles each key and caps its monthly requests, and the routes without a key
-(which no usage plan covers) are throttled per method. API Gateway's own rejections (missing
-key, throttling, quota, unknown route, invalid body, a body over 10 MB, an integration over
-29 s) use the product's error shape.
+An API key is required on every method except those of `/v1/health` and `/v1/openapi.json`; a
+usage plan throttles each key and caps its monthly requests, and the methods served without a
+key (which no usage plan covers) are throttled per method. API Gateway's own rejections
+(missing key, throttling, quota, invalid body, a body over 10 MB, an integration over 29 s) use
+the product's error shape; other methods and unknown paths reach the API function (405 / 404)
+after the key check.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StackConfig
-from lambdas.shared.routes import ROUTES, Route
+from lambdas.shared.routes import (
+    ANY_METHOD,
+    CATCH_ALL_PATHS,
+    FORBIDDEN_CODE,
+    FORBIDDEN_MESSAGE,
+    PUBLIC_PATHS,
+    RESOURCE_PATHS,
+    ROUTES,
+)
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
 # the API function validates everything in full.
@@ -32,9 +41,10 @@ REQUEST_MODELS: dict[str, tuple[str, ...]] = {
 GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     # response type: (HTTP status, error code); the DEFAULT_* fallbacks keep each response's own
     # status (setting one there would rewrite the status of every 4xx/5xx)
-    "MISSING_AUTHENTICATION_TOKEN": ("404", "NOT_FOUND"),  # what API Gateway says to unknown routes
-    "INVALID_API_KEY": ("403", "UNAUTHORIZED"),
-    "ACCESS_DENIED": ("403", "UNAUTHORIZED"),
+    "INVALID_API_KEY": ("403", FORBIDDEN_CODE),  # missing or unknown x-api-key
+    "ACCESS_DENIED": ("403", FORBIDDEN_CODE),
+    # Unmatched method or path: never reached, every path has an ANY method (see below).
+    "MISSING_AUTHENTICATION_TOKEN": ("403", FORBIDDEN_CODE),
     "THROTTLED": ("429", "RATE_LIMITED"),
     "QUOTA_EXCEEDED": ("429", "QUOTA_EXCEEDED"),
     "BAD_REQUEST_BODY": ("400", "INVALID_REQUEST"),
@@ -46,8 +56,7 @@ GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     "DEFAULT_5XX": (None, "INTERNAL"),
 }
 _ERROR_MESSAGES = {
-    "NOT_FOUND": '"no such route"',
-    "UNAUTHORIZED": '"missing or unknown API key (header x-api-key)"',
+    FORBIDDEN_CODE: json.dumps(FORBIDDEN_MESSAGE),
     "INTERNAL": '"internal error"',
 }
 
@@ -67,9 +76,23 @@ ACCESS_LOG_FORMAT = {
 }
 
 
-def method_options_path(route: Route) -> str:
-    """A route's key in the stage's method options: `/<resource path>/<HTTP method>`."""
-    return f"{route.path.rstrip('/')}/{route.method}"
+# The methods an `ANY` method serves. Stage method settings name the request's own method,
+# never `ANY`, so a public path's other methods (405 from the API function) are throttled by
+# one setting each.
+ANY_METHOD_SERVES: tuple[str, ...] = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def method_options_path(path: str, method: str) -> str:
+    """A method's key in the stage's method options: `/<resource path>/<HTTP method>`."""
+    return f"{path.rstrip('/')}/{method}"
+
+
+def keyless_methods() -> list[tuple[str, str]]:
+    """(path, method) of every method served without an API key: the public routes and every
+    other method of their paths (the `ANY` methods below)."""
+    methods = {(route.path, route.method) for route in ROUTES if route.public}
+    methods |= {(path, method) for path in PUBLIC_PATHS for method in ANY_METHOD_SERVES}
+    return sorted(methods)
 
 
 class RestApi(Construct):
@@ -100,12 +123,11 @@ class RestApi(Construct):
                 data_trace_enabled=False,  # would log request bodies, i.e. user code
                 metrics_enabled=True,
                 method_options={
-                    method_options_path(route): apigw.MethodDeploymentOptions(
+                    method_options_path(path, method): apigw.MethodDeploymentOptions(
                         throttling_rate_limit=config.publicThrottleRateLimit,
                         throttling_burst_limit=config.publicThrottleBurstLimit,
                     )
-                    for route in ROUTES
-                    if route.public
+                    for path, method in keyless_methods()
                 },
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),
@@ -141,6 +163,11 @@ class RestApi(Construct):
                     {"application/json": models[route.body_model]} if route.body_model else None
                 ),
             )
+        # Every other method of a known path (405 with Allow) and every unknown path (404) go
+        # to the API function too, after the same key check: see lambdas/shared/routes.py.
+        for path in RESOURCE_PATHS + CATCH_ALL_PATHS:
+            resource = self.api.root.resource_for_path(path.lstrip("/"))
+            resource.add_method(ANY_METHOD, integration, api_key_required=path not in PUBLIC_PATHS)
         for response_type, (status, code) in GATEWAY_ERRORS.items():
             message = _ERROR_MESSAGES.get(code, "$context.error.messageString")
             self.api.add_gateway_response(

@@ -25,13 +25,12 @@ from lci.config import (
     DEFAULT_ENDPOINT,
     ENDPOINT_ENV,
     ConfigError,
-    SessionBook,
     config_path,
     read_config_file,
     write_config_file,
 )
 from lci.errors import LciError
-from lci.progress import Spinner
+from lci.following import follow
 from lci.rendering import (
     TIMEOUT_OPTION,
     doctor_text,
@@ -41,6 +40,7 @@ from lci.rendering import (
     save_images,
     table,
 )
+from lci.session_commands import session_command
 from lci.shaping import DEFAULT_MAX_OUTPUT_CHARS
 from lci.units import seconds_to_ms, seconds_wording
 
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write displayed images (figures) to DIR as <execution id>-<n>.png",
     )
 
-    session = command("session", "create, list, show and delete sessions")
+    session = command("session", "create, fork, list, show and delete sessions")
     session_commands = session.add_subparsers(
         dest="session_command", required=True, metavar="SUBCOMMAND"
     )
@@ -184,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
             "endpoint (the ones the API no longer knows are dropped from the record). "
             "Sessions created otherwise (SDK, MCP, another machine) are not listed."
         ),
+    )
+    fork = session_commands.add_parser(
+        "fork",
+        parents=[common],
+        help="copy a session (its last committed variables, files and notebook) into a new "
+        "one and print its id",
+    )
+    fork.add_argument("session_id", help="the session to copy")
+    fork.add_argument(
+        "--ttl",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="idle lifetime (default: the copied one's)",
     )
     show = session_commands.add_parser("show", parents=[common], help="show a session")
     show.add_argument("session_id", help="the session's id")
@@ -347,7 +360,7 @@ def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
         case "run":
             return _run(client, args, out, err)
         case "session":
-            return _session(client, args, out, err)
+            session_command(client, args, out, err)
         case "upload":
             info = client.upload_file(args.session, args.local, args.remote)
             emit(as_json, out, dataclasses.asdict(info), f"uploaded {args.local} -> {info.path}")
@@ -400,20 +413,27 @@ def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
-    with Spinner("running", err):
-        result = client.execute(
-            code,
-            session_id=args.session,
-            timeout_ms=seconds_to_ms(args.timeout) if args.timeout is not None else None,
-            packages=args.package or None,
+    run = client.start(
+        code,
+        session_id=args.session,
+        timeout_ms=seconds_to_ms(args.timeout) if args.timeout is not None else None,
+        packages=args.package or None,
+    )
+    as_json = args.json
+    result = follow(run, out, err, show=not as_json, describe_displays=not args.save_images)
+    if result is None:
+        err.write(
+            f"detached: execution {run.execution_id} goes on; see it with "
+            f"GET /v1/executions/{run.execution_id}\n"
         )
+        return EXIT_INTERRUPTED
     saved = save_images(result, Path(args.save_images)) if args.save_images else {}
-    if as_json := args.json:
+    if as_json:
         print_json(result.raw, out)
         for path in saved.values():
             err.write(f"[image saved: {path}]\n")
-    if not as_json:
-        print_result(result, out, err, saved)
+    else:
+        print_result(result, out, err, saved, streamed=True)
     if result.success:
         return EXIT_OK
     return EXIT_TIMEOUT if result.status == "timeout" else EXIT_CODE_FAILED
@@ -428,69 +448,6 @@ def _download_target(remote: str, local: str | None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         return target / name
     return target
-
-
-def _session(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    book = SessionBook()
-    if args.session_command == "new":
-        session = client.create_session(args.ttl)
-        try:
-            book.add(client.endpoint, session.session_id)
-        except ConfigError as exc:
-            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
-        emit(args.json, out, dataclasses.asdict(session), session.session_id)
-    elif args.session_command == "ls":
-        return _list_sessions(client, book, args.json, out)
-    elif args.session_command == "show":
-        session = client.get_session(args.session_id)
-        lines = [
-            f"{name:<16}{getattr(session, name)}"
-            for name in (
-                "session_id",
-                "status",
-                "execution_count",
-                "created_at",
-                "last_used_at",
-                "expires_at",
-            )
-        ]
-        lines += [f"  {v.name}: {v.type}" for v in session.variables]
-        emit(args.json, out, dataclasses.asdict(session), "\n".join(lines))
-    else:
-        try:
-            client.delete_session(args.session_id)
-        except LciError as exc:
-            if exc.status == 404:
-                book.forget(client.endpoint, {args.session_id})
-            raise
-        book.forget(client.endpoint, {args.session_id})
-        emit(args.json, out, {"deleted": args.session_id}, f"deleted {args.session_id}")
-    return EXIT_OK
-
-
-def _list_sessions(client: Client, book: SessionBook, as_json: bool, out: TextIO) -> int:
-    alive, gone = [], set()
-    for record in book.records(client.endpoint):
-        try:
-            alive.append(client.get_session(record.session_id))
-        except LciError as exc:
-            if exc.status != 404:
-                raise
-            gone.add(record.session_id)
-    if gone:
-        book.forget(client.endpoint, gone)
-    rows = [
-        [s.session_id, s.status, str(s.execution_count), s.last_used_at or "", s.expires_at or ""]
-        for s in alive
-    ]
-    text = (
-        table(["SESSION", "STATUS", "CELLS", "LAST USED", "EXPIRES"], rows)
-        if rows
-        else "(no sessions created by `lci session new` on this endpoint are alive)"
-    )
-    document = {"sessions": [dataclasses.asdict(s) for s in alive], "pruned": sorted(gone)}
-    emit(as_json, out, document, text)
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

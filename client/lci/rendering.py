@@ -42,19 +42,24 @@ def save_images(result: ExecutionResult, folder: Path) -> dict[int, Path]:
 
 
 def print_result(
-    result: ExecutionResult, out: TextIO, err: TextIO, saved: dict[int, Path] | None = None
+    result: ExecutionResult,
+    out: TextIO,
+    err: TextIO,
+    saved: dict[int, Path] | None = None,
+    streamed: bool = False,
 ) -> None:
-    """Readable rendering: streams where they belong, the last value, errors and files."""
+    """Readable rendering: streams where they belong, the last value, errors and files
+    (`streamed`: the streams and displays were printed as they came, by `lci.following`)."""
     saved = saved or {}
-    if result.stdout:
+    if result.stdout and not streamed:
         out.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
-    if result.stderr:
+    if result.stderr and not streamed:
         err.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")
     for index, output in enumerate(result.outputs):
         data = output.get("data") or {}
         if index in saved:
             err.write(f"[image saved: {saved[index]}]\n")
-        elif output.get("output_type") == "display_data":
+        elif output.get("output_type") == "display_data" and not streamed:
             kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
             err.write(f"[display: {kinds or 'text/plain'}]\n")
     if result.text is not None:

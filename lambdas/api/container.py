@@ -15,6 +15,7 @@ from lambdas.api.service.common import Deps
 from lambdas.api.service.diagnostics import DiagnosticsService
 from lambdas.api.service.executions import ExecutionService
 from lambdas.api.service.files import FileService
+from lambdas.api.service.forks import ForkService
 from lambdas.api.service.notebook import NotebookService
 from lambdas.api.service.packages import LayersCatalog, PackageCatalog, PackageService
 from lambdas.api.service.sessions import SessionService
@@ -32,6 +33,7 @@ class Services:
     packages: PackageService
     usage: UsageService
     diagnostics: DiagnosticsService
+    forks: ForkService
 
 
 _lock = threading.Lock()
@@ -104,6 +106,7 @@ def _build(given: dict[str, Any]) -> Services:
         packages=packages,
         usage=usage,
         diagnostics=DiagnosticsService(deps),
+        forks=ForkService(deps, sessions),
     )
 
 

@@ -14,7 +14,8 @@ PYTHON_VERSION: Final = "3.13"
 # AWS limits the product is shaped by
 LAMBDA_SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response of a sync invoke
 # The API function's proxy response (its body JSON-encoded a second time) stays under this;
-# larger results and notebooks keep head and tail inline and link the rest (presigned GET).
+# larger results and notebooks keep head and tail inline and link the rest (presigned GET), a
+# running execution's output so far is cut to fit (lambdas/api/service/live.py).
 API_RESPONSE_BUDGET_BYTES: Final = LAMBDA_SYNC_PAYLOAD_MAX_BYTES - 1024 * 1024
 
 # Execute requests
@@ -69,6 +70,17 @@ MAX_STREAM_BYTES: Final = 1024 * 1024  # stdout and stderr each
 # Whole ExecutionResult as the executor's JSON response, under Lambda's 6 MB sync payload.
 MAX_RESULT_BYTES: Final = 5 * 1024 * 1024
 MAX_STATE_BYTES: Final = 1024 * 1024 * 1024
+
+# Live execution: a running cell's output, published by the executor's trusted parent as
+# numbered chunks in S3 (lambdas/shared/live.py), and interrupts it looks for there.
+LIVE_FIRST_PUBLISH_SECONDS: Final = 0.25  # a run shorter than this publishes nothing
+LIVE_PUBLISH_INTERVAL_SECONDS: Final = 0.5  # at most one chunk per interval, when there is output
+LIVE_INTERRUPT_POLL_SECONDS: Final = 0.5  # how often the parent looks for an interrupt request
+LIVE_INTERRUPT_RESEND_SECONDS: Final = 2.0  # SIGINT again while a cell keeps running after one
+LIVE_BASE_EVERY: Final = 8  # every 8th chunk repeats all output so far: a reader needs <= 8
+MAX_LIVE_CHUNKS: Final = 2000  # per run (300 s at two a second, with room for a few retries)
+MAX_LIVE_CHUNK_BYTES: Final = 4 * 1024 * 1024  # the presigned POST's content-length-range
+MAX_LIVE_DISPLAY_BYTES: Final = 512 * 1024  # rich outputs shown while running, all together
 
 # Usage quotas per principal and calendar month (UTC); 0 means unlimited
 DEFAULT_QUOTA_EXECUTIONS: Final = 100_000

@@ -254,6 +254,39 @@ def test_on_lambda_a_run_is_inline_only_when_its_timeout_leaves_room_for_a_cold_
     assert response.status == 200 and len(fake_executor.invocations) == 1
 
 
+def test_on_lambda_an_inline_run_whose_executor_hangs_answers_202_when_the_window_closes(
+    api: ApiClient, fake_executor: FakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inline invoke runs on a thread of the API invocation: an executor that hangs past
+    the cold-start allowance still lets the caller have 202 and the id at the window (API
+    Gateway would cut the call at 29 s without one); the run finishes behind it."""
+    import time
+
+    from lambdas.shared import limits
+
+    window_ms = 2500
+    monkeypatch.setattr(limits, "SYNC_INLINE_ALLOWANCE_MS", 1000)  # a short window stays inline
+    background = _RemoteBackground()
+    container.override(settings=_settings(SYNC_WAIT_MS=window_ms), background=background)
+    sid = api.new_session()
+    fake_executor.block()
+    started = time.monotonic()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "x = 1", "timeout_ms": 200})
+    elapsed = time.monotonic() - started
+    assert response.status == 202, response.text
+    assert window_ms / 1000 - 0.1 <= elapsed < window_ms / 1000 + 1.0, elapsed
+    assert background.submitted == []  # invoked inline, not by another invocation
+    execution_id = response.json()["execution_id"]
+    assert api.get(f"/v1/executions/{execution_id}").json()["status"] == "running"
+    fake_executor.release.set()
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/executions/{execution_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline, "the run never finished"
+        time.sleep(0.05)
+    assert api.get(f"/v1/executions/{execution_id}").json()["status"] == "ok"
+    assert "lease_id" not in _session_item(sid)
+
+
 # --- item 2: Lambda's 6 MB after the proxy's second encoding ------------------------------------
 
 
@@ -337,7 +370,8 @@ def test_diagnostics_ask_the_executor_which_protections_hold_and_run_nothing(
     assert all(check["ok"] in (True, False, None) and check["detail"] for check in checks.values())
     assert report["api"]["sync_wait_ms"] == 25_000 and "botocore" in report["api"]
     assert api.get("/v1/usage").json()["executions"] == 0  # nothing ran, nothing counted
-    assert api.get("/v1/diagnostics", principal=None).status == 401
+    anonymous = api.get("/v1/diagnostics", principal=None)
+    assert (anonymous.status, anonymous.error_code) == (403, "FORBIDDEN")  # the one key rule
 
 
 def test_diagnostics_say_why_the_executor_could_not_report(

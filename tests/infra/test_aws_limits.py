@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 from infra.config import StackConfig
-from lambdas.shared.routes import ROUTES
+from infra.rest_api import ANY_METHOD_SERVES
+from lambdas.shared.routes import PUBLIC_PATHS, ROUTES
 from tests.infra.conftest import Synthesized, cdk_json_context
 
 
@@ -44,6 +45,14 @@ def test_every_route_without_an_api_key_is_throttled_per_method(
     # Keyed routes are throttled per key by the usage plan, not per method.
     keyed = {(r.method, _resource_path(r.path)) for r in ROUTES if not r.public}
     assert not keyed & set(settings)
+
+
+def test_every_other_method_of_a_public_path_is_throttled_too(synthesized: Synthesized) -> None:
+    # Their ANY method needs no key either (it answers 405); a setting names each method.
+    settings = _method_settings(synthesized)
+    for path in PUBLIC_PATHS:
+        for method in ANY_METHOD_SERVES:
+            assert (method, _resource_path(path)) in settings, f"{method} {path} is not throttled"
 
 
 def test_gateway_timeouts_and_oversize_bodies_answer_in_the_error_shape(

@@ -8,7 +8,7 @@ from typing import Any, cast
 from aws_lambda_powertools.event_handler import Request, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from lambdas.api.errors import Unauthorized
+from lambdas.api.errors import Forbidden
 from lambdas.api.models import ErrorBody
 from lambdas.shared.routes import GREEDY_PATH_PARAMETER
 
@@ -19,12 +19,14 @@ ERROR_RESPONSES: dict[int, Any] = {
     }
     for status, description in (
         (400, "Invalid request (INVALID_REQUEST, PACKAGE_NOT_ALLOWED, INVALID_PATH)"),
-        (401, "Missing API key (UNAUTHORIZED)"),
+        (403, "Missing or unknown API key (FORBIDDEN)"),
         (404, "Not found (SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, FILE_NOT_FOUND)"),
-        (409, "Session busy or full (SESSION_BUSY, TOO_MANY_FILES)"),
+        (405, "Method not allowed on this path (METHOD_NOT_ALLOWED; see the Allow header)"),
+        (409, "Conflict (SESSION_BUSY, TOO_MANY_FILES, EXECUTION_FINISHED)"),
         (413, "Payload too large (PAYLOAD_TOO_LARGE)"),
         (429, "Too many requests or quota exhausted (RATE_LIMITED, QUOTA_EXCEEDED)"),
         (500, "Internal error (INTERNAL)"),
+        (503, "Storage unreachable; retry shortly (SERVICE_UNAVAILABLE)"),
     )
 }
 
@@ -44,11 +46,11 @@ def _event(request: Request) -> APIGatewayProxyEvent:
 
 
 def caller(request: Request) -> str:
-    """The API key id API Gateway vouched for (Unauthorized without one)."""
+    """The API key id API Gateway vouched for (Forbidden without one)."""
     identity = _event(request).request_context.identity
     principal = identity.api_key_id if identity else None
     if not principal:
-        raise Unauthorized()
+        raise Forbidden()
     return principal
 
 

@@ -1,6 +1,7 @@
 """Error mapping: domain errors through the ONE registry in `lambdas/api/errors.py`, validation
-errors as 400 `INVALID_REQUEST`, unknown routes 404, anything unexpected 500 `INTERNAL` with a
-generic message (details go to the log only)."""
+errors as 400 `INVALID_REQUEST`, unknown routes 404, a known path's other methods 405 (with
+`Allow`), anything unexpected 500 `INTERNAL` with a generic message (details go to the log
+only)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def _validation_error(error: RequestValidationError) -> Response[Any]:
     return api_error(
         InvalidRequest(f"invalid request: check {fields}", details={"errors": problems})
     )
+
+
+@router.exception_handler(RecursionError)
+def _nested_too_deeply(_: RecursionError) -> Response[Any]:
+    # Only request data nests without bound here: a body of `[[[[...` deeper than the JSON
+    # parser's stack. Logged in full, in case it ever is something else.
+    logger.warning("request nested too deeply", exc_info=True)
+    return api_error(InvalidRequest("the request body is nested too deeply"))
 
 
 @router.exception_handler(NotFoundError)

@@ -1,4 +1,5 @@
-"""Execution routes: run in a session, one-shot run, read an execution."""
+"""Execution routes: run in a session, one-shot run, read an execution (with its output so far
+while it runs), interrupt a running one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lambdas.api.models import (
     ExecuteAccepted,
     ExecuteRequest,
     ExecutionResult,
+    InterruptAccepted,
     OneShotExecuteRequest,
 )
 from lambdas.api.service.dispatch import ExecuteOutcome
@@ -71,3 +73,17 @@ def execute_one_shot(
 )
 def get_execution(principal: Principal, execution_id: Annotated[str, Path()]) -> ExecutionResult:
     return container.services().executions.get(principal, execution_id)
+
+
+@router.post(
+    routes.INTERRUPT_EXECUTION.resolver_rule,
+    status_code=202,
+    summary="Interrupt a running execution: its cell gets KeyboardInterrupt, the session keeps "
+    "its state, and it ends as `interrupted` (409 EXECUTION_FINISHED once it is over)",
+    responses=responses((202, "Interrupt requested", InterruptAccepted)),
+)
+def interrupt_execution(
+    principal: Principal, execution_id: Annotated[str, Path()]
+) -> Response[Any]:
+    accepted = container.services().executions.interrupt(principal, execution_id)
+    return json_response(202, accepted.model_dump(mode="json"))

@@ -1,4 +1,4 @@
-"""Session routes: create, read, delete, and the session's notebook."""
+"""Session routes: create, read, delete, fork, and the session's notebook."""
 
 from __future__ import annotations
 
@@ -48,6 +48,22 @@ def get_session(principal: Principal, session_id: Annotated[str, Path()]) -> Ses
 def delete_session(principal: Principal, session_id: Annotated[str, Path()]) -> Response[None]:
     container.services().sessions.delete(principal, session_id)
     return Response(status_code=204, body=None)
+
+
+@router.post(
+    routes.FORK_SESSION.resolver_rule,
+    status_code=201,
+    summary="Fork a session: a new one with copies of its last committed variables, files and "
+    "notebook (`ttl_seconds` defaults to the parent's)",
+    responses=responses((201, "Session created", Session)),
+)
+def fork_session(
+    principal: Principal,
+    session_id: Annotated[str, Path()],
+    body: Annotated[SessionCreateRequest | None, Body()] = None,
+) -> Session:
+    ttl = body.ttl_seconds if body else None
+    return container.services().forks.fork(principal, session_id, ttl)
 
 
 @router.get(

@@ -100,6 +100,16 @@ def notebook_export_key(session_id: str) -> str:
     return f"{session_prefix(session_id)}notebook/export.ipynb"
 
 
+def execution_output_prefix(execution_id: str) -> str:
+    """Where a running execution's output chunks go (lambdas/shared/live.py names them)."""
+    return f"{execution_prefix(execution_id)}out/"
+
+
+def interrupt_key(execution_id: str) -> str:
+    """The marker of an interrupt request, which the executor's parent polls."""
+    return f"{execution_prefix(execution_id)}interrupt"
+
+
 # --- file paths ---------------------------------------------------------------------------------
 
 

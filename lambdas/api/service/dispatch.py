@@ -9,16 +9,21 @@ Then:
 - on Lambda the API function cannot answer while it still waits for an invoke, so a run is
   invoked inline only when its timeout plus a cold-start and transfer allowance fits the window
   (`limits.SYNC_INLINE_ALLOWANCE_MS`); any other run goes to the background invocation and the
-  caller waits for its record up to the window.
+  caller waits for its record up to the window. The inline invoke runs on a thread of this
+  invocation all the same, so an executor that hangs past that allowance still lets the caller
+  have 202 when the window closes (the run finishes behind it while this environment lives).
 An invoke Lambda refuses before anything ran (throttled, over its request limit) answers a
 caller still waiting with 429 / 413 and leaves no trace; after a 202 it is the run's error.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from lambdas.api.models import ExecuteAccepted
+from lambdas.api.ports import BackgroundHandle
 from lambdas.api.service.common import Deps
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.run import RunService, SyncCaller
@@ -38,11 +43,25 @@ class ExecuteOutcome:
     accepted: ExecuteAccepted | None = None
 
 
+class _InlineRun:
+    """A `BackgroundHandle` for a run invoked inline on one of the dispatcher's threads."""
+
+    def __init__(self, future: Future[ExecutionResult]) -> None:
+        self._future = future
+
+    def wait(self, timeout_s: float) -> ExecutionResult | None:
+        try:
+            return self._future.result(timeout=max(0.0, timeout_s))
+        except FutureTimeout:
+            return None
+
+
 class Dispatcher:
     def __init__(self, deps: Deps, records: ExecutionRecords, runs: RunService) -> None:
         self._deps = deps
         self._records = records
         self._runs = runs
+        self._inline = ThreadPoolExecutor(max_workers=256, thread_name_prefix="lci-inline")
 
     def start(self, job: Job) -> ExecuteOutcome:
         job.created_at = self._deps.now()
@@ -70,21 +89,27 @@ class Dispatcher:
         caller = SyncCaller()
         # Written while the invocation is built; awaited before the invoke.
         recorded = self._runs.record_running(job)
-        if remote:
-            return ExecuteOutcome(result=self._runs.run_job(job, caller=caller, recorded=recorded))
-        handle = background.submit(
-            job.execution_id,
-            run=lambda: self._runs.run_job(job, caller=caller, recorded=recorded),
-            poll=lambda: self._records.finished_result(job.execution_id),
+
+        def run() -> ExecutionResult:
+            return self._runs.run_job(job, caller=caller, recorded=recorded)
+
+        running: BackgroundHandle = (
+            _InlineRun(self._inline.submit(run))
+            if remote
+            else background.submit(
+                job.execution_id,
+                run=run,
+                poll=lambda: self._records.finished_result(job.execution_id),
+            )
         )
-        result = handle.wait(window_s)
+        result = running.wait(window_s)
         if result is not None:
             return ExecuteOutcome(result=result)
         if caller.accept():
             recorded.result()  # the id the caller gets must be readable
             return accepted
         # The run refused this caller just now (429 / 413): its error is on its way.
-        result = handle.wait(_REFUSAL_DELIVERY_SECONDS)
+        result = running.wait(_REFUSAL_DELIVERY_SECONDS)
         if result is not None:
             return ExecuteOutcome(result=result)
         recorded.result()

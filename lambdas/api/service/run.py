@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lambdas.api.domain import NotebookCell, SessionCommit
-from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited
+from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited, ServiceUnavailable
 from lambdas.api.ports import ConditionFailed
 from lambdas.api.service import payloads
 from lambdas.api.service.common import (
@@ -26,6 +26,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
+from lambdas.api.service.live import live_channel
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
@@ -99,7 +100,8 @@ class RunService:
         the record, except an invoke Lambda refused before anything ran (throttled:
         RateLimited, over its request limit: PayloadTooLarge) while a sync `caller` still
         waits: then the run is undone without a trace (lease, record, idempotency claim) and
-        the error propagates (429, 413).
+        the error propagates (429, 413); and storage that cannot be reached to record the
+        finished run (ServiceUnavailable, a 503).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
@@ -128,6 +130,10 @@ class RunService:
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
             return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
+        except ServiceUnavailable:
+            # Nothing can be recorded now (the lease expires on its own): the caller says 503.
+            logger.warning("execution %s not stored: storage unreachable", job.execution_id)
+            raise
         except Exception:
             logger.exception("storing execution %s failed", job.execution_id)
             result = failed_response(_minimal_invocation(job), "internal error").result
@@ -344,6 +350,7 @@ class RunService:
             unsynced_files = 0
         transfer = FilesTransfer(
             files=refs,
+            complete=unsynced_files == 0,
             upload=blobs.presigned_post(
                 key_prefix=prefix,
                 max_bytes=limits.MAX_OUTPUT_FILE_BYTES,
@@ -367,6 +374,7 @@ class RunService:
                 index_url=settings.WHEELHOUSE_URL or None,
                 allow_pypi=settings.NETWORK_MODE == "internet",
             ),
+            live=live_channel(blobs, job.execution_id, job.timeout_ms),
         )
         return invocation, unsynced_files
 
