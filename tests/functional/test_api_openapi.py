@@ -24,6 +24,11 @@ def test_openapi_document_is_valid_3_1_and_complete(api: ApiClient) -> None:
     execute = document["paths"]["/v1/sessions/{session_id}/execute"]["post"]
     assert {"200", "202", "400", "404", "409", "413", "429"} <= set(execute["responses"])
     assert "ExecuteRequest" in document["components"]["schemas"]
+    # Results too large for one response link their parts (issue 12, item 2).
+    result_fields = document["components"]["schemas"]["ExecutionResult"]["properties"]
+    assert {"stdout_url", "stderr_url", "outputs_url"} <= set(result_fields)
+    notebook = document["paths"]["/v1/sessions/{session_id}/notebook"]["get"]
+    assert "notebook_url" in notebook["description"]
     assert document["paths"]["/v1/usage"]["get"]["security"] == [{"apiKey": []}]
     assert "security" not in document["paths"]["/v1/health"]["get"]
     assert "security" not in document["paths"]["/v1/openapi.json"]["get"]
