@@ -27,7 +27,6 @@ from lambdas.shared.routes import (
     PUBLIC_PATHS,
     RESOURCE_PATHS,
     ROUTES,
-    Route,
 )
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);

@@ -364,7 +364,7 @@ def _install_kernel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "or run `lci configure`\n"
         )
     summary = {"name": args.name, "display_name": DISPLAY_NAME, "path": path}
-    _emit(
+    emit(
         args.json,
         out,
         summary,

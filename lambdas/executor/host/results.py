@@ -305,7 +305,7 @@ def failure_response(
 
 def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dict[str, Any]:
     """The answer to a diagnostics invocation: the protections report, nothing run."""
-    result = protocol.Cell().model_dump()
+    result = frames.Cell().model_dump()
     result.update(
         {
             "execution_id": inv.execution_id,
@@ -319,7 +319,7 @@ def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dic
     )
     return {
         "result": result,
-        "state": protocol.StateReport().model_dump(),
+        "state": frames.StateReport().model_dump(),
         "cold_start": False,
         "worker_restored": False,
         "diagnostics": report,
