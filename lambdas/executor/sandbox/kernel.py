@@ -19,6 +19,7 @@ import sys
 import textwrap
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from lambdas.executor import protocol
 from lambdas.executor.sandbox import charts, mime, tracebacks
 from lambdas.executor.sandbox.tracebacks import PACKAGES_HINT
 
@@ -42,15 +44,6 @@ _PIP_SOURCE_OPTIONS = ("-r", "--requirement", "-e", "--editable", "-i", "--index
 
 def strip_ansi(text: str) -> str:
     return _ANSI_ESCAPE.sub("", text)
-
-
-def _fit_utf8(text: str, budget: int) -> str:
-    """The longest prefix of `text` whose UTF-8 encoding fits in `budget` bytes."""
-    piece = text[:budget]
-    encoded = piece.encode("utf-8", "surrogatepass")
-    if len(encoded) <= budget:
-        return piece
-    return encoded[:budget].decode("utf-8", "ignore")
 
 
 def collapse_repeats(entries: list[str], keep: int = 3) -> list[str]:
@@ -81,13 +74,27 @@ def mime_bundle_size(data: dict[str, Any]) -> int:
     )
 
 
+# Tail text is kept in groups of about this many bytes: whole groups leave the tail as newer
+# text arrives, so a flood of tiny writes costs an append each, never a copy of the tail.
+TAIL_GROUP_BYTES = 4096
+
+
 class CellCapture:
-    """Outputs of one cell, in order, with per-stream byte caps and an overall size budget."""
+    """Outputs of one cell, in order, with per-stream byte caps and an overall size budget.
+
+    A stream over its cap keeps its head and its tail (protocol.head_and_tail_bytes): the first
+    bytes are kept as they come, later ones pass through a bounded tail (whole groups of writes
+    leave it as newer ones arrive), and the stream reads head + omission marker + tail. The
+    outputs follow the same rule over the concatenation of that stream's text: the marker
+    sits where the head ends, stream text that fell in the omitted middle is gone (a stream
+    output left empty with it), displays keep their place. So `stdout` is the concatenation of
+    the stdout outputs, as long as no clear_output() intervened."""
 
     def __init__(self, stream_bytes: int, result_bytes: int) -> None:
         self.outputs: list[dict[str, Any]] = []
         self.stream_parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.stream_room = {"stdout": stream_bytes, "stderr": stream_bytes}
+        head_bytes, self._tail_cap = protocol.head_and_tail_bytes(stream_bytes)
+        self.stream_room = {"stdout": head_bytes, "stderr": head_bytes}
         self.truncated = {"stdout": False, "stderr": False}
         self.display_room = result_bytes - 2 * stream_bytes
         self.result: dict[str, Any] | None = None
@@ -95,36 +102,108 @@ class CellCapture:
         self.memory_error = False
         self.warnings: list[str] = []
         self._open_stream: dict[str, Any] | None = None
+        # Past the head: per stream, the outputs owning each tail group (oldest first), the
+        # tail's bytes, the bytes dropped from it, and the output where the head ended.
+        self._tail_owners: dict[str, deque[dict[str, Any]]] = {"stdout": deque(), "stderr": deque()}
+        self._tail_bytes = {"stdout": 0, "stderr": 0}
+        self._omitted = {"stdout": 0, "stderr": 0}
+        self._head_end: dict[str, dict[str, Any] | None] = {"stdout": None, "stderr": None}
+        self._last_head: dict[str, dict[str, Any] | None] = {"stdout": None, "stderr": None}
+        self._emptied = 0  # tail-only stream outputs whose text all left the tail
         # protocol.OutputMirror of the worker: kept stream text (and displays) also land where
         # the parent can read them while the cell runs, or if the worker dies before answering.
         self.mirror: Any = None
 
     def add_stream(self, name: str, text: str) -> None:
-        room = self.stream_room[name]
-        if room <= 0:
-            if text:
-                self.truncated[name] = True
-            return
-        if len(text) * 4 > room:  # cheap bound first: at most 4 UTF-8 bytes per character
-            fitted = _fit_utf8(text, room)
-            if len(fitted) < len(text):
-                self.truncated[name] = True
-            text = fitted
-            self.stream_room[name] = room - len(text.encode("utf-8", "surrogatepass"))
-        else:
-            self.stream_room[name] = room - len(text.encode("utf-8", "surrogatepass"))
         if not text:
             return
+        room = self.stream_room[name]
+        size = protocol.utf8_size(text)
+        if size > room:
+            self._add_past_head(name, text, room)
+            return
+        self.stream_room[name] = room - size
+        self._add_head(name, text)
+
+    def _add_head(self, name: str, text: str) -> None:
         if self.mirror is not None:
             self.mirror.append(name, text)
         self.stream_parts[name].append(text)
+        output = self._last_head[name] = self._stream_output(name)
+        output["text"].append(text)
+
+    def _stream_output(self, name: str) -> dict[str, Any]:
         current = self._open_stream
-        if current is not None and current["name"] == name:
-            current["text"].append(text)
-        else:
-            current = {"output_type": "stream", "name": name, "text": [text]}
+        if current is None or current["name"] != name:
+            current = {"output_type": "stream", "name": name, "text": []}
             self.outputs.append(current)
             self._open_stream = current
+        return current
+
+    def _add_past_head(self, name: str, text: str, room: int) -> None:
+        """Text that does not fit in the head: what does goes there, the rest to the tail."""
+        if room > 0:
+            head = protocol.utf8_prefix(text, room)
+            self.stream_room[name] = 0
+            if head:
+                self._add_head(name, head)
+                text = text[len(head) :]
+        if self._head_end[name] is None:
+            self._head_end[name] = self._last_head[name]
+        if self._tail_cap <= 0:
+            self.truncated[name] = True
+            return
+        if self.mirror is not None:
+            self.mirror.append(name, text)  # it stops by itself when full
+        output = self._stream_output(name)
+        groups = output.get("_tail")
+        if groups is None:
+            groups = output["_tail"] = deque()
+        size = protocol.utf8_size(text)
+        if groups and groups[-1][1] < TAIL_GROUP_BYTES:
+            groups[-1][0].append(text)
+            groups[-1][1] += size
+        else:
+            groups.append([[text], size])
+            self._tail_owners[name].append(output)
+        self._tail_bytes[name] += size
+        self._shed_tail(name)
+
+    def _shed_tail(self, name: str) -> None:
+        """Whole groups leave the tail while what stays still fills it (bounded memory)."""
+        owners = self._tail_owners[name]
+        while owners:
+            owner = owners[0]
+            groups = owner["_tail"]
+            size = groups[0][1]
+            if self._tail_bytes[name] - size < self._tail_cap:
+                return
+            owners.popleft()
+            groups.popleft()
+            self._tail_bytes[name] -= size
+            self._omitted[name] += size
+            self.truncated[name] = True
+            if not groups and not owner["text"] and owner is not self._open_stream:
+                owner["_emptied"] = True
+                self._emptied += 1
+        if self._emptied > 64 and 2 * self._emptied > len(self.outputs):
+            self.outputs[:] = [o for o in self.outputs if not o.get("_emptied")]
+            self._emptied = 0
+
+    def _trim_tail(self, name: str) -> None:
+        """The tail to exactly its cap: the oldest group loses its first bytes."""
+        excess = self._tail_bytes[name] - self._tail_cap
+        owners = self._tail_owners[name]
+        if excess <= 0 or not owners:
+            return
+        groups = owners[0]["_tail"]
+        pieces, size = groups[0]
+        kept = protocol.utf8_suffix("".join(pieces), size - excess)
+        kept_size = protocol.utf8_size(kept)
+        groups[0] = [[kept], kept_size]
+        self._tail_bytes[name] -= size - kept_size
+        self._omitted[name] += size - kept_size
+        self.truncated[name] = True
 
     def warn(self, text: str) -> None:
         if text not in self.warnings and len(self.warnings) < MAX_CELL_WARNINGS:
@@ -178,17 +257,51 @@ class CellCapture:
     def clear(self) -> None:
         self.outputs.clear()
         self._open_stream = None
+        self._emptied = 0
         if self.mirror is not None:
             self.mirror.append_clear()
 
-    def finished_outputs(self) -> list[dict[str, Any]]:
+    def current_outputs(self) -> list[dict[str, Any]]:
+        """The outputs so far as nbformat v4 (stream text joined), leaving the capture as is."""
+        for name in ("stdout", "stderr"):
+            self._trim_tail(name)
+        shown: list[dict[str, Any]] = []
         for output in self.outputs:
-            if output["output_type"] == "stream" and isinstance(output["text"], list):
-                output["text"] = "".join(output["text"])
-        return self.outputs
+            if output["output_type"] != "stream" or not isinstance(output["text"], list):
+                shown.append(output)
+                continue
+            name = output["name"]
+            text = "".join(output["text"])
+            if output is self._head_end[name] and self._omitted[name]:
+                text += protocol.omission_marker(self._omitted[name])
+            for pieces, _size in output.get("_tail", ()):
+                text += "".join(pieces)
+            if text:
+                shown.append({"output_type": "stream", "name": name, "text": text})
+        return shown
+
+    def finished_outputs(self) -> list[dict[str, Any]]:
+        return self.current_outputs()
 
     def stream_text(self, name: str) -> str:
-        return "".join(self.stream_parts[name])
+        self._trim_tail(name)
+        head = "".join(self.stream_parts[name])
+        if not self._tail_bytes[name]:
+            return head
+        tail = "".join(
+            "".join(group[0]) for owner in self._unique_owners(name) for group in owner["_tail"]
+        )
+        if self._omitted[name]:
+            return head + protocol.omission_marker(self._omitted[name]) + tail
+        return head + tail
+
+    def _unique_owners(self, name: str) -> list[dict[str, Any]]:
+        """The outputs owning tail groups, in order, each once (an output owns a run of them)."""
+        owners: list[dict[str, Any]] = []
+        for owner in self._tail_owners[name]:
+            if not owners or owners[-1] is not owner:
+                owners.append(owner)
+        return owners
 
 
 class _Sink:

@@ -215,12 +215,7 @@ class Worker:
         if not self.in_cell or os.getpid() != self.pid:
             return
         capture = kernel.SINK.capture
-        outputs = [
-            dict(output, text="".join(output["text"]))
-            if output["output_type"] == "stream" and isinstance(output["text"], list)
-            else output
-            for output in capture.outputs
-        ]
+        outputs = capture.current_outputs()
         with contextlib.suppress(Exception):
             cell = protocol.Cell(
                 status=protocol.CellStatus.TIMEOUT.value,
