@@ -12,6 +12,7 @@ from typing import Protocol
 from lambdas.api.domain import (
     ExecutionRecord,
     IdempotencyRecord,
+    LeaseClaim,
     NotebookCell,
     SessionCommit,
     SessionRecord,
@@ -34,6 +35,20 @@ class ConditionFailed(Exception):
     """A conditional write lost (item missing, lease held by someone else, already claimed)."""
 
 
+class LeaseRefused(ConditionFailed):
+    """The session's lease was not taken: `session` is the item as it was (None: missing, or
+    not returned by the store), to tell a missing/foreign/expired/busy session from a stale
+    view of it."""
+
+    def __init__(self, session: SessionRecord | None = None) -> None:
+        super().__init__("the session lease was not taken")
+        self.session = session
+
+
+class IdempotencyTaken(ConditionFailed):
+    """The Idempotency-Key was claimed by another request first."""
+
+
 class Table(Protocol):
     """The API's one table (`lambdas/api/adapters/dynamodb.py` documents the item layout)."""
 
@@ -43,12 +58,20 @@ class Table(Protocol):
         self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
     ) -> SessionRecord: ...
     def finish_run(self, commit: SessionCommit) -> None: ...
+    def start_run(
+        self,
+        execution: ExecutionRecord,
+        *,
+        lease: LeaseClaim | None = None,
+        claim: IdempotencyRecord | None = None,
+    ) -> None: ...
     def commit_run(
         self,
         *,
         execution: ExecutionRecord,
         session: SessionCommit | None = None,
         cell: NotebookCell | None = None,
+        usage: UsageDelta | None = None,
     ) -> None: ...
     def add_usage(self, usage: UsageDelta) -> None: ...
     def mark_has_files(self, session_id: str) -> None: ...

@@ -1,16 +1,18 @@
 """DynamoDB adapter: every read and write of the API's one table (`dynamodb_items.py` holds the
 key design, the item attributes and the mapping to the entities of `lambdas/api/domain.py`).
 
-A session run's lease is taken with one conditional write (exists, owned, not expired, not
-leased — or the previous lease has expired, so a crashed call cannot wedge a session) and given
-back by the run's commit, which is conditional on still holding it: two runs on one session
-never both commit.
-
-A finished run writes ONE TransactWriteItems: the session commit (lease release, state_version
-+ 1 if a snapshot was uploaded, execution_count, variables, sliding expiry), its notebook cell
-(same partition as the session, so one Query returns the notebook in order) and the execution
-record; then `UpdateItem ADD executions, compute_ms` on the usage counter (outside the
-transaction: all runs of a principal share that item).
+A run costs two requests on its critical path (issue 16). It starts with ONE
+TransactWriteItems (`start_run`): the session lease (exists, owned, not expired, not leased — or
+the previous lease has expired, so a crashed call cannot wedge a session — and unchanged since
+the caller's view of it), the running execution record and the Idempotency-Key claim, if any.
+The lease is given back by the run's commit, which is conditional on still holding it: two runs
+on one session never both commit. A finished run writes ONE TransactWriteItems (`commit_run`):
+the session commit (lease release, state_version + 1 if a snapshot was uploaded,
+execution_count, variables, sliding expiry), its notebook cell (same partition as the session,
+so one Query returns the notebook in order), the execution record and `ADD executions,
+compute_ms` on the usage counter. All runs of a principal share that counter, so concurrent
+commits can cancel each other on it (TransactionConflict): a commit that keeps losing that race
+is written without it and the usage added by its own UpdateItem.
 
 A running execution's record holds `lost_after` (a record still running after it is reported
 lost) and, for the Lambda background runner, its `job`, claimed once with `job_started`.
@@ -50,13 +52,14 @@ from lambdas.api.adapters.dynamodb_items import (
 from lambdas.api.domain import (
     ExecutionRecord,
     IdempotencyRecord,
+    LeaseClaim,
     NotebookCell,
     SessionCommit,
     SessionRecord,
     UsageDelta,
     UsageRecord,
 )
-from lambdas.api.ports import ConditionFailed
+from lambdas.api.ports import ConditionFailed, IdempotencyTaken, LeaseRefused
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
 from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
@@ -69,6 +72,24 @@ def _transaction_token(items: list[Any]) -> str:
     """A ClientRequestToken (at most 36 characters) naming exactly this item set."""
     canonical = json.dumps(items, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:36]
+
+
+_USAGE_UPDATE = "ADD executions :n, compute_ms :ms SET #ttl = :ttl"
+
+
+def _usage_values(usage: UsageDelta) -> dict[str, Any]:
+    return {":n": usage.executions, ":ms": usage.compute_ms, ":ttl": usage.ttl}
+
+
+def _equals_or_default(attribute: str, placeholder: str, value: int) -> str:
+    """`attribute = value`, where a missing attribute counts as its default 0."""
+    if value == 0:
+        return f"(attribute_not_exists({attribute}) OR {attribute} = {placeholder})"
+    return f"{attribute} = {placeholder}"
+
+
+class _UsageContended(Exception):
+    """A run's commit kept losing the race for its principal's usage counter."""
 
 
 class _Wire:
@@ -246,6 +267,108 @@ class DynamoTable:
         )
         return entity_from_item(SessionRecord, item)
 
+    def start_run(
+        self,
+        execution: ExecutionRecord,
+        *,
+        lease: LeaseClaim | None = None,
+        claim: IdempotencyRecord | None = None,
+    ) -> None:
+        """Record the running execution, with the session lease and the Idempotency-Key claim
+        when given, in ONE transaction (all or nothing). LeaseRefused: the lease condition
+        failed (with the item as it was); IdempotencyTaken: the key was claimed first."""
+        wire = self._wire.dump
+        table = self._table.name
+        items: list[Any] = []
+        refusals: list[type[ConditionFailed]] = []
+        if lease is not None:
+            values: dict[str, Any] = {
+                ":lease": lease.lease_id,
+                ":lease_exp": lease.lease_expires_at,
+                ":now": lease.now,
+                ":p": lease.principal,
+                ":count": lease.execution_count,
+                ":version": lease.state_version,
+            }
+            condition = (
+                "attribute_exists(#pk) AND principal = :p AND expires_at >= :now AND "
+                "(attribute_not_exists(lease_id) OR lease_expires_at < :now) AND "
+                + _equals_or_default("execution_count", ":count", lease.execution_count)
+                + " AND "
+                + _equals_or_default("state_version", ":version", lease.state_version)
+            )
+            if not lease.has_files:  # a session without the flag may have files
+                condition += " AND has_files = :no_files"
+                values[":no_files"] = False
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": wire(session_key(lease.session_id)),
+                        "UpdateExpression": "SET lease_id = :lease, lease_expires_at = :lease_exp",
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": wire(values),
+                        "ExpressionAttributeNames": {"#pk": PK},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+            )
+            refusals.append(LeaseRefused)
+        items.append(
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": wire(
+                        {**execution_key(execution.execution_id), **item_attributes(execution)}
+                    ),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": PK},
+                }
+            }
+        )
+        refusals.append(ConditionFailed)
+        if claim is not None:
+            claim_item = {
+                **idempotency_key(claim.principal, claim.key_hash),
+                **item_attributes(claim, in_key={"principal", "key_hash"}),
+            }
+            items.append(
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": wire(claim_item),
+                        "ConditionExpression": "attribute_not_exists(#pk)",
+                        "ExpressionAttributeNames": {"#pk": PK},
+                    }
+                }
+            )
+            refusals.append(IdempotencyTaken)
+        # A retry after a lost response is a no-op, not a second start (see commit_run).
+        token = _transaction_token(items)
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.02, min=0.02),
+                retry=retry_if_not_exception_type(
+                    self._client.exceptions.TransactionCanceledException
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            for refusal, reason in zip(refusals, reasons, strict=False):
+                if reason.get("Code") != "ConditionalCheckFailed":
+                    continue
+                if refusal is LeaseRefused:
+                    old = reason.get("Item")
+                    raise LeaseRefused(
+                        entity_from_item(SessionRecord, self._wire.load(dict(old))) if old else None
+                    ) from exc
+                raise refusal() from exc
+            raise
+
     def finish_run(self, commit: SessionCommit) -> None:
         """Release the lease, committing what the run produced, in one conditional write.
         ConditionFailed: the lease is no longer ours, so nothing is committed."""
@@ -264,13 +387,27 @@ class DynamoTable:
         execution: ExecutionRecord,
         session: SessionCommit | None = None,
         cell: NotebookCell | None = None,
+        usage: UsageDelta | None = None,
     ) -> None:
         """What a finished run writes, in ONE transaction: the session commit (lease release,
-        version, count; conditional on still holding the lease), the notebook cell and the
-        execution record. ConditionFailed: the lease was lost and nothing was written.
+        version, count; conditional on still holding the lease), the notebook cell, the
+        execution record and its `usage`. ConditionFailed: the lease was lost and nothing was
+        written (the usage neither)."""
+        try:
+            self._commit_items(execution=execution, session=session, cell=cell, usage=usage)
+        except _UsageContended:
+            self._commit_items(execution=execution, session=session, cell=cell, usage=None)
+            if usage is not None:
+                self.add_usage(usage)
 
-        Usage counters are not part of it: every run of a principal adds to the same item, and
-        concurrent transactions on one item cancel each other (TransactionConflict)."""
+    def _commit_items(
+        self,
+        *,
+        execution: ExecutionRecord,
+        session: SessionCommit | None,
+        cell: NotebookCell | None,
+        usage: UsageDelta | None,
+    ) -> None:
         execution_id = execution.execution_id
         wire = self._wire.dump
         table = self._table.name
@@ -303,31 +440,52 @@ class DynamoTable:
                 }
             }
         )
+        if usage is not None:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": wire(usage_key(usage.principal, usage.period)),
+                        "UpdateExpression": _USAGE_UPDATE,
+                        "ExpressionAttributeValues": wire(_usage_values(usage)),
+                        "ExpressionAttributeNames": {"#ttl": TTL},
+                    }
+                }
+            )
         # The token makes a retry of this very transaction after a lost response a no-op
         # instead of a second commit. DynamoDB ties a token to its items for 10 minutes, so a
         # fallback commit of other items (lease lost, failure record) needs its own: the token
         # is a digest of the items.
         token = _transaction_token(items)
-        for attempt in Retrying(
-            stop=stop_after_attempt(_COMMIT_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.02, min=0.02),
-            retry=retry_if_not_exception_type(ConditionFailed),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
-                except self._client.exceptions.TransactionCanceledException as exc:
-                    reasons = exc.response.get("CancellationReasons", [])
-                    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                        raise ConditionFailed from exc
-                    raise
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.02, min=0.02),
+                retry=retry_if_not_exception_type(ConditionFailed),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        self._client.transact_write_items(
+                            TransactItems=items, ClientRequestToken=token
+                        )
+                    except self._client.exceptions.TransactionCanceledException as exc:
+                        reasons = exc.response.get("CancellationReasons", [])
+                        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                            raise ConditionFailed from exc
+                        raise
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            # The usage counter is the last item; only it is shared with other runs.
+            if usage is not None and reasons and reasons[-1].get("Code") == "TransactionConflict":
+                raise _UsageContended from exc
+            raise
 
     def add_usage(self, usage: UsageDelta) -> None:
         self._update(
             usage_key(usage.principal, usage.period),
-            "ADD executions :n, compute_ms :ms SET #ttl = :ttl",
-            {":n": usage.executions, ":ms": usage.compute_ms, ":ttl": usage.ttl},
+            _USAGE_UPDATE,
+            _usage_values(usage),
             names={"#ttl": TTL},
         )
 
