@@ -31,12 +31,11 @@ from typing import Any
 from tenacity import (
     Retrying,
     retry_if_not_exception_type,
-    retry_if_result,
     stop_after_attempt,
     wait_exponential,
-    wait_fixed,
 )
 
+from lambdas.api.adapters.dynamodb_client import TableOps, Wire
 from lambdas.api.adapters.dynamodb_items import (
     CELL_PREFIX,
     SESSION_PREFIX,
@@ -65,7 +64,6 @@ from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
 _COMMIT_ATTEMPTS = 4
-_BATCH_ATTEMPTS = 8
 
 
 def _transaction_token(items: list[Any]) -> str:
@@ -92,100 +90,6 @@ class _UsageContended(Exception):
     """A run's commit kept losing the race for its principal's usage counter."""
 
 
-class _Wire:
-    """Python values <-> DynamoDB attribute values (what boto3's resource layer does, done here
-    because resources are not thread-safe and the API serves requests on several threads)."""
-
-    def __init__(self) -> None:
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-        self._serializer = TypeSerializer()
-        self._deserializer = TypeDeserializer()
-
-    def dump(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._serializer.serialize(v) for k, v in values.items()}
-
-    def load(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._deserializer.deserialize(v) for k, v in item.items()}
-
-
-class _TableOps:
-    """The few Table operations the adapter uses, on the thread-safe low-level client."""
-
-    def __init__(self, client: Any, name: str, wire: _Wire) -> None:
-        self._client = client
-        self._wire = wire
-        self.name = name
-
-    def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        args = {"TableName": self.name, **kwargs}
-        for field in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
-            if field in args:
-                args[field] = self._wire.dump(args[field])
-        return args
-
-    def get_item(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.get_item(**self._args(kwargs))
-        return {"Item": self._wire.load(response["Item"])} if "Item" in response else {}
-
-    def put_item(self, **kwargs: Any) -> None:
-        self._client.put_item(**self._args(kwargs))
-
-    def update_item(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.update_item(**self._args(kwargs))
-        return {"Attributes": self._wire.load(response.get("Attributes", {}))}
-
-    def delete_item(self, **kwargs: Any) -> None:
-        self._client.delete_item(**self._args(kwargs))
-
-    def query(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.query(**self._args(kwargs))
-        page: dict[str, Any] = {"Items": [self._wire.load(i) for i in response.get("Items", [])]}
-        if "LastEvaluatedKey" in response:
-            page["LastEvaluatedKey"] = self._wire.load(response["LastEvaluatedKey"])
-        return page
-
-    def delete_keys(self, keys: list[dict[str, str]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
-        for start in range(0, len(keys), 25):
-            requests: Any = {
-                self.name: [
-                    {"DeleteRequest": {"Key": self._wire.dump(k)}} for k in keys[start : start + 25]
-                ]
-            }
-            self._write_batch(requests)
-
-    def put_items(self, items: list[dict[str, Any]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
-        for start in range(0, len(items), 25):
-            requests: Any = {
-                self.name: [
-                    {"PutRequest": {"Item": self._wire.dump(item)}}
-                    for item in items[start : start + 25]
-                ]
-            }
-            self._write_batch(requests)
-
-    def _write_batch(self, requests: Any) -> None:
-        """One BatchWriteItem, retried for its unprocessed requests (given up after a while)."""
-        pending = [requests]
-
-        def write_once() -> Any:
-            unprocessed = self._client.batch_write_item(RequestItems=pending[0]).get(
-                "UnprocessedItems"
-            )
-            if unprocessed:
-                pending[0] = unprocessed
-            return unprocessed
-
-        Retrying(
-            stop=stop_after_attempt(_BATCH_ATTEMPTS),
-            wait=wait_fixed(0.05),
-            retry=retry_if_result(bool),
-            retry_error_callback=lambda _: None,
-        )(write_once)
-
-
 class DynamoTable:
     """All reads and writes of the API table."""
 
@@ -197,8 +101,8 @@ class DynamoTable:
         self._client = translate_unreachable(
             boto3.client("dynamodb", endpoint_url=endpoint_url or None)
         )
-        self._wire = _Wire()
-        self._table = _TableOps(self._client, table_name, self._wire)
+        self._wire = Wire()
+        self._table = TableOps(self._client, table_name, self._wire)
 
     # --- generic ------------------------------------------------------------------------------
 
@@ -249,23 +153,6 @@ class DynamoTable:
     def get_session(self, session_id: str) -> SessionRecord | None:
         item = self._get(session_key(session_id))
         return entity_from_item(SessionRecord, item) if item else None
-
-    def acquire_lease(
-        self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
-    ) -> SessionRecord:
-        """Take the run lease of a live session owned by `principal`; returns the session.
-        ConditionFailed if it is missing, foreign, expired or leased by a run in flight."""
-        item = self._update(
-            session_key(session_id),
-            "SET lease_id = :lease, lease_expires_at = :lease_exp",
-            {":lease": lease_id, ":lease_exp": lease_expires_at, ":now": now, ":p": principal},
-            condition=(
-                "attribute_exists(#pk) AND principal = :p AND expires_at >= :now AND "
-                "(attribute_not_exists(lease_id) OR lease_expires_at < :now)"
-            ),
-            names={"#pk": PK},
-        )
-        return entity_from_item(SessionRecord, item)
 
     def start_run(
         self,
@@ -549,11 +436,6 @@ class DynamoTable:
 
     # --- executions ---------------------------------------------------------------------------
 
-    def put_execution(self, execution: ExecutionRecord) -> None:
-        self._table.put_item(
-            Item={**execution_key(execution.execution_id), **item_attributes(execution)}
-        )
-
     def create_execution(self, execution: ExecutionRecord) -> None:
         """Put the record unless one exists already (ConditionFailed then)."""
         self._put_new(execution_key(execution.execution_id), item_attributes(execution))
@@ -596,13 +478,6 @@ class DynamoTable:
         if not item:
             return None
         return entity_from_item(IdempotencyRecord, item, principal=principal, key_hash=key_hash)
-
-    def claim_idempotency(self, claim: IdempotencyRecord) -> None:
-        """Record which execution answers this key; ConditionFailed if already claimed."""
-        self._put_new(
-            idempotency_key(claim.principal, claim.key_hash),
-            item_attributes(claim, in_key={"principal", "key_hash"}),
-        )
 
     def delete_idempotency(self, principal: str, key_hash: str) -> None:
         self._table.delete_item(Key=idempotency_key(principal, key_hash))
