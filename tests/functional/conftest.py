@@ -376,3 +376,18 @@ def api(wired: None) -> ApiClient:
 @pytest.fixture
 def other_api(wired: None) -> ApiClient:
     return ApiClient(principal=OTHER_PRINCIPAL)
+
+
+@pytest.fixture(scope="module")
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One executor environment per test module (its own temp root, so modules never share
+    workers), shut down after the module's last test."""
+    from lambdas.executor.host.engine import Engine
+    from lambdas.executor.settings import ExecutorSettings
+
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    instance = Engine(ExecutorSettings(LCI_TMP_ROOT=str(root)))
+    yield instance
+    instance.shutdown()
