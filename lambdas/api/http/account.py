@@ -16,7 +16,11 @@ router = Router()
 Principal = Annotated[str, Depends(caller)]
 
 
-@router.get(routes.HEALTH.resolver_rule, summary="Liveness (no API key needed)")
+@router.get(
+    routes.HEALTH.resolver_rule,
+    summary="Liveness (no API key needed)",
+    responses=responses((200, "Alive", HealthResponse)),
+)
 def health() -> HealthResponse:
     return HealthResponse()
 

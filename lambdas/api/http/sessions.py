@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from lambdas.api import container
+from lambdas.api.errors import InvalidRequest, PayloadTooLarge, SessionNotFound
 from lambdas.api.http.common import caller, json_response, responses
 from lambdas.api.models import Session, SessionCreateRequest, SessionDetail
 from lambdas.shared import routes
@@ -21,7 +22,9 @@ Principal = Annotated[str, Depends(caller)]
     routes.CREATE_SESSION.resolver_rule,
     status_code=201,
     summary="Create a session",
-    responses=responses((201, "Session created", Session)),
+    responses=responses(
+        (201, "Session created", Session), errors=(InvalidRequest, PayloadTooLarge)
+    ),
 )
 def create_session(
     principal: Principal, body: Annotated[SessionCreateRequest | None, Body()] = None
@@ -33,7 +36,7 @@ def create_session(
 @router.get(
     routes.GET_SESSION.resolver_rule,
     summary="Get a session and its variables",
-    responses=responses((200, "The session", SessionDetail)),
+    responses=responses((200, "The session", SessionDetail), errors=(SessionNotFound,)),
 )
 def get_session(principal: Principal, session_id: Annotated[str, Path()]) -> SessionDetail:
     return container.services().sessions.get(principal, session_id)
@@ -43,7 +46,7 @@ def get_session(principal: Principal, session_id: Annotated[str, Path()]) -> Ses
     routes.DELETE_SESSION.resolver_rule,
     status_code=204,
     summary="Delete a session, its state and files",
-    responses=responses((204, "Deleted", None)),
+    responses=responses((204, "Deleted", None), errors=(SessionNotFound,)),
 )
 def delete_session(principal: Principal, session_id: Annotated[str, Path()]) -> Response[None]:
     container.services().sessions.delete(principal, session_id)
@@ -53,7 +56,7 @@ def delete_session(principal: Principal, session_id: Annotated[str, Path()]) -> 
 @router.get(
     routes.GET_NOTEBOOK.resolver_rule,
     summary="The session's cells with outputs as an nbformat v4 notebook",
-    responses=responses((200, "nbformat v4 JSON", None)),
+    responses=responses((200, "nbformat v4 JSON", None), errors=(SessionNotFound,)),
 )
 def get_notebook(principal: Principal, session_id: Annotated[str, Path()]) -> Response[Any]:
     return json_response(200, container.services().notebook.notebook(principal, session_id))
