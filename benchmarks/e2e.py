@@ -6,10 +6,15 @@ Starts `python -m local` on a free loopback port and measures
   spare is what users get, so the figure is what a new session costs);
 - `print(2+2)` in a live session, through HTTP -> API handler -> DynamoDB/S3 (moto) ->
   environment process -> executor: p50 / p95 over >= 200 runs after warm-up;
-- a bounded load run: 16 concurrent sessions for 60 s (`--load-seconds`), each cell checking
-  that its session counter advanced by exactly one (nothing lost, nothing run twice).
+- a bounded load run: 16 concurrent sessions for 60 s (`--load-seconds`; a few seconds make a
+  smoke check), each cell checking that its session counter advanced by exactly one, and at
+  the end each session's counter read back against the runs its client saw committed
+  (`lost`: committed runs the session no longer shows; `extra`: runs counted twice);
+- first_output_latency_ms: time from a cell's first print to a client polling
+  `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that).
 With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "load_exec_per_s",
-"load_errors"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms, 0 errors.
+"load_errors", "load_runs", "load_lost", "load_extra", "first_output_latency_ms"}`. Targets
+(SPEC §6): p50 <= 30 ms, p95 <= 60 ms, 0 errors, 0 lost, running output <= 1 s behind the code.
 """
 
 from __future__ import annotations
@@ -110,36 +115,84 @@ def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
     }
 
 
-def run_load(endpoint: str, sessions: int, seconds: float) -> dict[str, float]:
+FIRST_OUTPUT_CELL = "import time\nprint(time.time(), flush=True)\ntime.sleep(2)\n"
+FIRST_OUTPUT_POLL_SECONDS = 0.05
+
+
+def measure_first_output(endpoint: str, runs: int) -> dict[str, float]:
+    """Time from a cell's first print (its own clock, the same machine's) to a client polling
+    `GET /v1/executions/{id}` every 50 ms seeing it, in a warm session: p50 over `runs`."""
+    samples = []
+    with Client(endpoint, API_KEY) as client:
+        session = client.create_session().session_id
+        client.execute("1", session_id=session)
+        for _ in range(runs):
+            run = client.start(FIRST_OUTPUT_CELL, session_id=session)
+            while True:
+                view = client.get_execution(run.execution_id)
+                if view.stdout:
+                    samples.append((time.time() - float(view.stdout.split()[0])) * 1000)
+                    break
+                if not view.running:
+                    raise RuntimeError(f"the run ended before its output was seen: {view.raw}")
+                time.sleep(FIRST_OUTPUT_POLL_SECONDS)
+            run.wait()
+        client.delete_session(session)
+    return {"p50": statistics.median(samples), "max": max(samples), "runs": len(samples)}
+
+
+def run_load(
+    endpoint: str, sessions: int, seconds: float, api_key: str = API_KEY
+) -> dict[str, float]:
+    """`sessions` clients, each in its own session, run COUNTER_CELL until `seconds` pass; each
+    counts the runs the API answered as done. At the end every client reads its session's `n`
+    back: a committed run the session no longer shows is lost, one it shows twice (or a run the
+    client saw fail that still counted) is extra."""
     errors: list[str] = []
     counts = [0] * sessions
+    lost = [0] * sessions
+    extra = [0] * sessions
     ready = threading.Barrier(sessions + 1)
     stop = threading.Event()
 
     def worker(index: int) -> None:
-        with Client(endpoint, API_KEY) as client:
+        with Client(endpoint, api_key) as client:
             session = None
             try:
                 session = client.create_session().session_id
                 client.execute("n = 0", session_id=session)  # pays the cold start before timing
             except LciError as exc:
                 errors.append(f"setup: {exc}")
+                session = None
             ready.wait()
-            expected = 0
+            committed = 0
             while session and not stop.is_set():
                 try:
                     result = client.execute(COUNTER_CELL, session_id=session)
                 except LciError as exc:
                     errors.append(str(exc))
                     continue
-                expected += 1
-                if not result.success or result.text != str(expected):
-                    errors.append(f"session {index}: expected {expected}, got {result.raw}")
-                    return
+                if not result.success:
+                    errors.append(f"session {index}: {result.raw}")
+                    continue
+                committed += 1
+                shown = result.text or ""
+                if shown != str(committed):
+                    errors.append(f"session {index}: expected {committed}, got {shown}")
+                    committed = int(shown) if shown.isdigit() else committed
                 counts[index] += 1
-            if session:
-                with contextlib.suppress(LciError):
-                    client.delete_session(session)
+            if not session:
+                return
+            try:
+                final = int(client.execute("n", session_id=session).text or "")
+            except (LciError, ValueError) as exc:
+                errors.append(f"session {index}: reading n back failed: {exc}")
+                lost[index] = committed
+                return
+            lost[index] = max(0, committed - final)
+            extra[index] = max(0, final - committed)
+            with contextlib.suppress(LciError):
+                client.delete_session(session)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(sessions)]
     for thread in threads:
@@ -153,7 +206,13 @@ def run_load(endpoint: str, sessions: int, seconds: float) -> dict[str, float]:
     elapsed = time.monotonic() - started
     for error in errors[:5]:
         print(f"load error: {error[:300]}", file=sys.stderr)
-    return {"exec_per_s": sum(counts) / elapsed, "errors": len(errors), "runs": sum(counts)}
+    return {
+        "exec_per_s": sum(counts) / elapsed,
+        "errors": len(errors),
+        "runs": sum(counts),
+        "lost": sum(lost),
+        "extra": sum(extra),
+    }
 
 
 def breakdown(runs: int, warmup: int) -> dict[str, float]:
@@ -265,6 +324,12 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="only time the layers of one run (means)"
     )
+    parser.add_argument(
+        "--first-output-only",
+        action="store_true",
+        help="only measure first_output_latency_ms (a print seen by a polling client)",
+    )
+    parser.add_argument("--first-output-runs", type=int, default=10)
     args = parser.parse_args()
     if args.breakdown:
         parts = breakdown(args.runs, args.warmup)
@@ -277,6 +342,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as tmp_dir:
         process, endpoint, startup = start_stack(tmp_dir)
         try:
+            first_output = measure_first_output(endpoint, args.first_output_runs)
+            if args.first_output_only:
+                print(
+                    f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+                    f"max {first_output['max']:.0f} ms  ({first_output['runs']:.0f} runs)"
+                )
+                if args.json:
+                    print(json.dumps({"first_output_latency_ms": round(first_output["p50"])}))
+                return 0
             latency = measure_latency(endpoint, args.runs, args.warmup)
             load = run_load(endpoint, args.load_sessions, args.load_seconds)
         finally:
@@ -293,8 +367,13 @@ def main() -> int:
         f"  max {latency['max']:.1f} ms  ({args.runs} runs after {args.warmup} warm-up)"
     )
     print(
+        f"first output seen by a client p50 {first_output['p50']:.0f} ms  "
+        f"max {first_output['max']:.0f} ms"
+    )
+    print(
         f"load: {args.load_sessions} sessions x {args.load_seconds:.0f} s  "
-        f"{load['exec_per_s']:.1f} exec/s  {load['runs']:.0f} runs  {load['errors']:.0f} errors"
+        f"{load['exec_per_s']:.1f} exec/s  {load['runs']:.0f} runs  {load['errors']:.0f} errors  "
+        f"{load['lost']:.0f} lost  {load['extra']:.0f} extra"
     )
     if args.json:
         print(
@@ -304,6 +383,10 @@ def main() -> int:
                     "e2e_p95_ms": round(latency["p95"], 2),
                     "load_exec_per_s": round(load["exec_per_s"], 1),
                     "load_errors": int(load["errors"]),
+                    "load_runs": int(load["runs"]),
+                    "load_lost": int(load["lost"]),
+                    "load_extra": int(load["extra"]),
+                    "first_output_latency_ms": round(first_output["p50"]),
                 }
             )
         )

@@ -3,7 +3,8 @@ function.
 
 An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
 usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
-(missing key, throttling, quota, unknown route, invalid body) use the product's error shape.
+(missing key, throttling, quota, invalid body) use the product's error shape; other methods
+and unknown paths reach the API function (405 / 404) after the key check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StackConfig
-from lambdas.shared.routes import ROUTES
+from lambdas.shared.routes import (
+    ANY_METHOD,
+    CATCH_ALL_PATHS,
+    FORBIDDEN_CODE,
+    FORBIDDEN_MESSAGE,
+    PUBLIC_PATHS,
+    RESOURCE_PATHS,
+    ROUTES,
+)
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
 # the API function validates everything in full.
@@ -30,9 +39,10 @@ REQUEST_MODELS: dict[str, tuple[str, ...]] = {
 GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     # response type: (HTTP status, error code); the DEFAULT_* fallbacks keep each response's own
     # status (setting one there would rewrite the status of every 4xx/5xx)
-    "MISSING_AUTHENTICATION_TOKEN": ("404", "NOT_FOUND"),  # what API Gateway says to unknown routes
-    "INVALID_API_KEY": ("403", "UNAUTHORIZED"),
-    "ACCESS_DENIED": ("403", "UNAUTHORIZED"),
+    "INVALID_API_KEY": ("403", FORBIDDEN_CODE),  # missing or unknown x-api-key
+    "ACCESS_DENIED": ("403", FORBIDDEN_CODE),
+    # Unmatched method or path: never reached, every path has an ANY method (see below).
+    "MISSING_AUTHENTICATION_TOKEN": ("403", FORBIDDEN_CODE),
     "THROTTLED": ("429", "RATE_LIMITED"),
     "QUOTA_EXCEEDED": ("429", "QUOTA_EXCEEDED"),
     "BAD_REQUEST_BODY": ("400", "INVALID_REQUEST"),
@@ -42,8 +52,7 @@ GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     "DEFAULT_5XX": (None, "INTERNAL"),
 }
 _ERROR_MESSAGES = {
-    "NOT_FOUND": '"no such route"',
-    "UNAUTHORIZED": '"missing or unknown API key (header x-api-key)"',
+    FORBIDDEN_CODE: json.dumps(FORBIDDEN_MESSAGE),
     "INTERNAL": '"internal error"',
 }
 
@@ -124,6 +133,11 @@ class RestApi(Construct):
                     {"application/json": models[route.body_model]} if route.body_model else None
                 ),
             )
+        # Every other method of a known path (405 with Allow) and every unknown path (404) go
+        # to the API function too, after the same key check: see lambdas/shared/routes.py.
+        for path in RESOURCE_PATHS + CATCH_ALL_PATHS:
+            resource = self.api.root.resource_for_path(path.lstrip("/"))
+            resource.add_method(ANY_METHOD, integration, api_key_required=path not in PUBLIC_PATHS)
         for response_type, (status, code) in GATEWAY_ERRORS.items():
             message = _ERROR_MESSAGES.get(code, "$context.error.messageString")
             self.api.add_gateway_response(

@@ -32,6 +32,9 @@ class LocalSettings(BaseSettings):
     # Upload layer-builder's wheelhouse to the local bucket: in the background (health does not
     # wait), before health ("sync"), or not at all ("off": on-demand packages then need PyPI).
     LCI_WHEELHOUSE_UPLOAD: Literal["background", "sync", "off"] = "background"
+    # Where `make layers` put its build (`<out>` of lambdas/shared/packages/layout.py);
+    # None: the repository's `layers/build`.
+    LCI_LAYERS_DIR: Path | None = None
     LCI_LOG_LEVEL: str = "WARNING"
     # API Gateway's integration timeout (29 s); tests shorten it to see the 504 fast.
     LCI_INTEGRATION_TIMEOUT_MS: int = Field(default=API_GATEWAY_INTEGRATION_TIMEOUT_MS, ge=1)

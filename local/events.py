@@ -16,13 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from lambdas.shared.routes import RESOURCE_PATHS
+from lambdas.shared.routes import (
+    FORBIDDEN_CODE,
+    FORBIDDEN_MESSAGE,
+    PROXY_PATH,
+    RESOURCE_PATHS,
+    ROOT_PATH,
+)
 
 LOCAL_ACCOUNT_ID = "000000000000"
 LOCAL_API_ID = "local"
 LOCAL_STAGE = "local"
-
-PROXY_RESOURCE = "/{proxy+}"
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,16 @@ class HttpResponse:
 
 
 def match_route(path: str) -> tuple[str, dict[str, str] | None]:
-    """(resource template, path parameters) for a decoded path; the greedy proxy otherwise."""
+    """(resource template, path parameters) for a decoded path; the root or the greedy catch-all
+    otherwise (infra/rest_api.py gives both an `ANY` method, as every resource)."""
     segments = path.strip("/").split("/") if path.strip("/") else []
     for template in RESOURCE_PATHS:
         params = _match(template, segments)
         if params is not None:
             return template, params or None
-    return PROXY_RESOURCE, {"proxy": path.lstrip("/")} if path.strip("/") else None
+    if not segments:
+        return ROOT_PATH, None
+    return PROXY_PATH, {"proxy": path.lstrip("/")}
 
 
 def _match(template: str, segments: list[str]) -> dict[str, str] | None:
@@ -189,12 +196,7 @@ def forbidden_response() -> HttpResponse:
     for INVALID_API_KEY is customised to the product's error shape, see infra/rest_api.py)."""
     import json
 
-    document = {
-        "error": {
-            "code": "UNAUTHORIZED",
-            "message": "missing or unknown API key (header x-api-key)",
-        }
-    }
+    document = {"error": {"code": FORBIDDEN_CODE, "message": FORBIDDEN_MESSAGE}}
     return HttpResponse(
         status=403,
         headers=[("Content-Type", "application/json"), ("x-amzn-ErrorType", "ForbiddenException")],

@@ -19,8 +19,12 @@ AWS. This threaded proxy on 127.0.0.1 stands between every client of the local S
   "Authenticating Requests in Browser-Based Uploads Using POST":
   https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-UsingHTTPPOST.html
 - requests signed with an `Authorization` header (the API function's own boto3 calls) and CORS
-  preflights are forwarded as they are; anything else is anonymous and, the bucket being
-  private, 403 `AccessDenied`.
+  preflights are forwarded as they are;
+- an anonymous GET/HEAD of one object under the wheelhouse prefix is served (signed by the
+  front for moto): on AWS the executor reads the wheelhouse without credentials through its
+  VPC endpoint, which the bucket policy allows for that prefix only (SPEC §1 invariant 2, the
+  one exception to "everything through presigned URLs"; infra/network.py);
+- anything else is anonymous and, the bucket being private, 403 `AccessDenied`.
 """
 
 from __future__ import annotations
@@ -438,12 +442,26 @@ class _FrontHandler(BaseHTTPRequestHandler):
             return
         if self.headers.get("Authorization") or self.command == "OPTIONS":
             return
+        if self._is_anonymous_read(front.anonymous_read_prefix):
+            return
         content_type = self.headers.get("Content-Type", "")
         if self.command == "POST" and content_type.lower().startswith("multipart/form-data"):
             bucket = unquote(urlsplit(self.path).path).strip("/").split("/")[0]
             verify_post_upload(bucket, parse_post_form(content_type, body), front.credentials, now)
             return
         raise S3Rejection(403, "AccessDenied", "Access Denied")
+
+    def _is_anonymous_read(self, prefix: str | None) -> bool:
+        """GET/HEAD of one object under `prefix`: no query (no listing, no ACL or other
+        subresource), no `.`/`..` segment that could step out of the prefix."""
+        if not prefix or self.command not in ("GET", "HEAD"):
+            return False
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        segments = path.split("/")[1:]
+        if split.query or any(part in ("", ".", "..") for part in segments):
+            return False
+        return path.startswith(prefix) and len(path) > len(prefix)
 
     def _forward(self, body: bytes) -> None:
         front = self.server
@@ -457,6 +475,10 @@ class _FrontHandler(BaseHTTPRequestHandler):
                 if name.lower() not in _HOP_BY_HOP_HEADERS and name.lower() != "content-length"
             }
             headers["Content-Length"] = str(len(body))
+            if self._is_anonymous_read(front.anonymous_read_prefix) and not any(
+                name.lower() == "authorization" for name in headers
+            ):
+                headers.update(_signed_headers(front, self.command, self.path))
             connection.request(self.command, self.path, body=body, headers=headers)
             upstream = connection.getresponse()
             payload = upstream.read()
@@ -498,20 +520,46 @@ class _FrontHandler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
 
+def _signed_headers(front: S3VerifyingFront, method: str, target: str) -> dict[str, str]:
+    """SigV4 headers for a request the front makes on behalf of an anonymous wheelhouse read
+    (moto, like S3, serves a private bucket's objects to signed requests only)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    credentials = front.credentials
+    request = AWSRequest(
+        method=method,
+        url=f"http://{front.upstream_host}:{front.upstream_port}{target}",
+        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+    )
+    S3SigV4Auth(
+        Credentials(credentials.access_key, credentials.secret_key), "s3", credentials.region
+    ).add_auth(request)
+    return {name: str(value) for name, value in request.headers.items()}
+
+
 class S3VerifyingFront(ThreadingHTTPServer):
-    """The proxy: `url` for clients, moto at `upstream_host:upstream_port` behind it."""
+    """The proxy: `url` for clients, moto at `upstream_host:upstream_port` behind it;
+    `anonymous_read_prefix` (`/<bucket>/<prefix>`): objects anyone may GET."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(
-        self, host: str, upstream_host: str, upstream_port: int, credentials: S3Credentials
+        self,
+        host: str,
+        upstream_host: str,
+        upstream_port: int,
+        credentials: S3Credentials,
+        anonymous_read_prefix: str | None = None,
     ) -> None:
         super().__init__((host, 0), _FrontHandler)
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.credentials = credentials
+        self.anonymous_read_prefix = anonymous_read_prefix
         self._thread = threading.Thread(target=self.serve_forever, name="lci-s3-front", daemon=True)
 
     @property
@@ -529,7 +577,12 @@ class S3VerifyingFront(ThreadingHTTPServer):
 
 
 def start_in_front_of(
-    upstream_host: str, upstream_port: int, host: str, credentials: S3Credentials
+    upstream_host: str,
+    upstream_port: int,
+    host: str,
+    credentials: S3Credentials,
+    anonymous_read_prefix: str | None = None,
 ) -> S3VerifyingFront:
     """A started front on `host` (any free port) verifying requests for moto behind it."""
-    return S3VerifyingFront(host, upstream_host, upstream_port, credentials).start()
+    front = S3VerifyingFront(host, upstream_host, upstream_port, credentials, anonymous_read_prefix)
+    return front.start()

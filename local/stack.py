@@ -23,7 +23,6 @@ from lambdas.executor.host import procs
 from lambdas.shared.routes import PUBLIC_PATHS
 from local.config import HOST, LocalSettings
 from local.events import (
-    PROXY_RESOURCE,
     HttpRequest,
     HttpResponse,
     forbidden_response,
@@ -46,6 +45,42 @@ class ListenError(RuntimeError):
     """The HTTP port is taken (or not allowed)."""
 
 
+class LocalStorage:
+    """moto's server (S3 + DynamoDB) on a loopback port that stays the same across a restart.
+
+    Its data lives in the process (moto's backends), not in the server: `stop()` closes the
+    port (clients get connection refused, as from an unreachable AWS endpoint) and `start()`
+    serves the same data again on the same port. The fault tests use both
+    (tests/e2e/test_robustness_api.py through tests/e2e/stack_control.py).
+    """
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        if self._server is not None:
+            return
+        server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
+        server.start()
+        self.port = server.get_host_and_port()[1]
+        self._server = server
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stop()
+        if server._server is not None:  # stop() alone leaves the port accepting connections
+            server._server.server_close()
+
+
 @dataclass
 class RunningStack:
     endpoint: str
@@ -53,6 +88,7 @@ class RunningStack:
     startup_seconds: float
     protections_missing: list[str]
     stop: Any  # () -> None
+    storage: LocalStorage
 
 
 def _fake_aws_environment(moto_url: str, settings: LocalSettings) -> None:
@@ -99,26 +135,39 @@ def _create_storage(moto_url: str) -> None:
 
 def _start_s3_front(moto_host: str, moto_port: int) -> Any:
     """S3 that verifies presigned URLs and POST policies like S3 (`local.s3_front`): the API's
-    presigned URLs, and so the executor's transfers, go through it; DynamoDB stays on moto."""
+    presigned URLs, and so the executor's transfers, go through it; DynamoDB stays on moto.
+    The executor reads the wheelhouse through it without credentials, as through its VPC
+    endpoint on AWS."""
+    from lambdas.shared.storage import WHEELHOUSE_PREFIX
     from local.s3_front import S3Credentials, start_in_front_of
 
     credentials = S3Credentials(
         os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], REGION
     )
-    front = start_in_front_of(moto_host, moto_port, HOST, credentials)
+    front = start_in_front_of(
+        moto_host,
+        moto_port,
+        HOST,
+        credentials,
+        anonymous_read_prefix=f"/{BUCKET_NAME}/{WHEELHOUSE_PREFIX}",
+    )
     os.environ["S3_ENDPOINT_URL"] = front.url
     return front
 
 
-def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thread | None]:
-    """Upload layer-builder's wheelhouse (if built); return its index URL and the uploader."""
-    if mode == "off":
+def _wheelhouse(
+    moto_url: str, s3_url: str, settings: LocalSettings
+) -> tuple[str, threading.Thread | None]:
+    """Upload layer-builder's wheelhouse (if built) to moto; return its index URL (through
+    the S3 front at `s3_url`, where the executor reads it) and the uploader."""
+    if settings.LCI_WHEELHOUSE_UPLOAD == "off":
         return "", None
     try:
         from lambdas.shared.packages.layout import wheelhouse_key_prefix, wheelhouse_objects
     except ImportError:
         return "", None
-    objects = wheelhouse_objects(arch)
+    arch = settings.LCI_ARCH
+    objects = wheelhouse_objects(arch, settings.LCI_LAYERS_DIR)
     if not objects:
         return "", None
 
@@ -132,9 +181,9 @@ def _wheelhouse(moto_url: str, arch: str, mode: str) -> tuple[str, threading.Thr
 
     thread = threading.Thread(target=upload, name="lci-wheelhouse", daemon=True)
     thread.start()
-    if mode == "sync":
+    if settings.LCI_WHEELHOUSE_UPLOAD == "sync":
         thread.join()
-    return f"{moto_url}/{BUCKET_NAME}/{wheelhouse_key_prefix(arch)}", thread
+    return f"{s3_url}/{BUCKET_NAME}/{wheelhouse_key_prefix(arch)}", thread
 
 
 def build_app(
@@ -149,8 +198,9 @@ def build_app(
     def app(request: HttpRequest) -> HttpResponse:
         resource, _ = match_route(unquote(urlsplit(request.target).path))
         key_id = keys.key_id(header_value(request.headers, "x-api-key"))
-        # Like API Gateway: unknown routes are answered (404) before the key is checked.
-        if key_id is None and resource not in PUBLIC_PATHS and resource != PROXY_RESOURCE:
+        # Like API Gateway (infra/rest_api.py): every method of every path but the public
+        # resources needs a key, unknown paths (the catch-all) included.
+        if key_id is None and resource not in PUBLIC_PATHS:
             return forbidden_response()
         event = to_proxy_event(request, key_id)
         context = LocalLambdaContext(API_FUNCTION_NAME, integration_timeout_ms)
@@ -175,14 +225,12 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     logging.basicConfig(level=settings.LCI_LOG_LEVEL, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
 
-    from moto.server import ThreadedMotoServer
-
     from local import moto_tuning
 
     moto_tuning.install()
-    moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    moto = LocalStorage()
     moto.start()
-    moto_host, moto_port = moto.get_host_and_port()
+    moto_host, moto_port = HOST, moto.port
     # The pool starts its spare environment now, in parallel with the rest of the startup.
     mode = mode_probe.result()
     pool = EnvironmentPool(
@@ -195,11 +243,11 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
         ),
         mode,
     )
-    moto_url = f"http://{moto_host}:{moto_port}"
+    moto_url = moto.url
     _fake_aws_environment(moto_url, settings)
     _create_storage(moto_url)
     s3_front = _start_s3_front(moto_host, moto_port)
-    wheelhouse_url, _ = _wheelhouse(moto_url, settings.LCI_ARCH, settings.LCI_WHEELHOUSE_UPLOAD)
+    wheelhouse_url, _ = _wheelhouse(moto_url, s3_front.url, settings)
     if wheelhouse_url:
         os.environ["WHEELHOUSE_URL"] = wheelhouse_url
 
@@ -251,6 +299,7 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
         startup_seconds=time.monotonic() - started,
         protections_missing=describe_gaps(mode),
         stop=stop,
+        storage=moto,
     )
 
 

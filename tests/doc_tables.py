@@ -117,7 +117,11 @@ def render_limits() -> str:
             f"{limits.MIN_SESSION_TTL_SECONDS} to {limits.MAX_SESSION_TTL_SECONDS:,}; sliding",
             "400",
         ),
-        ("file path", f"relative, `/`-separated, no `..`, at most {limits.MAX_PATH_LENGTH} bytes", "400"),
+        (
+            "file path",
+            f"relative, `/`-separated, no `..`, at most {limits.MAX_PATH_LENGTH} bytes",
+            "400",
+        ),
         (
             "upload size",
             f"at most {defaults['MAX_UPLOAD_BYTES']:,} bytes (`maxUploadBytes`)",

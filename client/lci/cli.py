@@ -16,7 +16,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -33,8 +34,9 @@ from lci.config import (
     write_config_file,
 )
 from lci.errors import LciError
+from lci.live import Execution, ExecutionEvent
 from lci.models import ExecutionResult
-from lci.progress import Spinner
+from lci.progress import IdleSpinner
 from lci.shaping import DEFAULT_MAX_OUTPUT_CHARS
 from lci.units import seconds_to_ms, seconds_wording
 
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write displayed images (figures) to DIR as <execution id>-<n>.png",
     )
 
-    session = command("session", "create, list, show and delete sessions")
+    session = command("session", "create, fork, list, show and delete sessions")
     session_commands = session.add_subparsers(
         dest="session_command", required=True, metavar="SUBCOMMAND"
     )
@@ -180,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
             "endpoint (the ones the API no longer knows are dropped from the record). "
             "Sessions created otherwise (SDK, MCP, another machine) are not listed."
         ),
+    )
+    fork = session_commands.add_parser(
+        "fork",
+        parents=[common],
+        help="copy a session (its last committed variables, files and notebook) into a new "
+        "one and print its id",
+    )
+    fork.add_argument("session_id", help="the session to copy")
+    fork.add_argument(
+        "--ttl",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="idle lifetime (default: the copied one's)",
     )
     show = session_commands.add_parser("show", parents=[common], help="show a session")
     show.add_argument("session_id", help="the session's id")
@@ -391,23 +406,91 @@ def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
-    with Spinner("running", err):
-        result = client.execute(
-            code,
-            session_id=args.session,
-            timeout_ms=seconds_to_ms(args.timeout) if args.timeout is not None else None,
-            packages=args.package or None,
+    run = client.start(
+        code,
+        session_id=args.session,
+        timeout_ms=seconds_to_ms(args.timeout) if args.timeout is not None else None,
+        packages=args.package or None,
+    )
+    as_json = args.json
+    result = follow(run, out, err, show=not as_json, describe_displays=not args.save_images)
+    if result is None:
+        err.write(
+            f"detached: execution {run.execution_id} goes on; see it with "
+            f"GET /v1/executions/{run.execution_id}\n"
         )
+        return EXIT_INTERRUPTED
     saved = save_images(result, Path(args.save_images)) if args.save_images else {}
-    if as_json := args.json:
+    if as_json:
         _print_json(result.raw, out)
         for path in saved.values():
             err.write(f"[image saved: {path}]\n")
-    if not as_json:
-        print_result(result, out, err, saved)
+    else:
+        print_result(result, out, err, saved, streamed=True)
     if result.success:
         return EXIT_OK
     return EXIT_TIMEOUT if result.status == "timeout" else EXIT_CODE_FAILED
+
+
+INTERRUPTING = "[interrupting: the session keeps its variables; Ctrl-C again to detach]"
+
+
+def follow(
+    run: Execution,
+    out: TextIO,
+    err: TextIO,
+    *,
+    show: bool = True,
+    describe_displays: bool = True,
+    sleep: Callable[[float], None] | None = None,
+) -> ExecutionResult | None:
+    """Print a run's output as it arrives (stdout to `out`, stderr to `err`, a spinner with the
+    elapsed time on a terminal while nothing prints) until it is over; its result. The first
+    Ctrl-C interrupts the run remotely (it ends as `interrupted`, its session's state kept), a
+    second one detaches: None, the run goes on."""
+    interrupting = False
+    line_open = False
+    with IdleSpinner("running", err) as spinner:
+        while True:
+            try:
+                for event in run.poll():
+                    if not show or event.kind == "result":
+                        continue
+                    with spinner.printing():
+                        text = _event_text(event, describe_displays)
+                        target = out if event.kind == "stdout" else err
+                        target.write(text)
+                        target.flush()
+                        spinner.wrote(text)
+                        if event.kind == "stdout" and text:
+                            line_open = not text.endswith("\n")
+                if run.result is not None:
+                    if line_open:
+                        out.write("\n")
+                    return run.result
+                (sleep or time.sleep)(run.next_delay())
+            except KeyboardInterrupt:
+                if interrupting:
+                    return None
+                interrupting = True
+                try:
+                    with spinner.printing():
+                        err.write(f"\n{INTERRUPTING}\n")
+                        err.flush()
+                    run.interrupt()
+                except KeyboardInterrupt:
+                    return None
+
+
+def _event_text(event: ExecutionEvent, describe_displays: bool) -> str:
+    if event.kind in ("stdout", "stderr"):
+        return event.text
+    output = event.output or {}
+    if output.get("output_type") != "display_data" or not describe_displays:
+        return ""  # the value and the error are printed with the result
+    data = output.get("data") or {}
+    kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
+    return f"[display: {kinds or 'text/plain'}]\n"
 
 
 def save_images(result: ExecutionResult, folder: Path) -> dict[int, Path]:
@@ -448,6 +531,13 @@ def _session(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     book = SessionBook()
     if args.session_command == "new":
         session = client.create_session(args.ttl)
+        try:
+            book.add(client.endpoint, session.session_id)
+        except ConfigError as exc:
+            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
+        _emit(args.json, out, dataclasses.asdict(session), session.session_id)
+    elif args.session_command == "fork":
+        session = client.fork_session(args.session_id, args.ttl)
         try:
             book.add(client.endpoint, session.session_id)
         except ConfigError as exc:
@@ -508,19 +598,24 @@ def _list_sessions(client: Client, book: SessionBook, as_json: bool, out: TextIO
 
 
 def print_result(
-    result: ExecutionResult, out: TextIO, err: TextIO, saved: dict[int, Path] | None = None
+    result: ExecutionResult,
+    out: TextIO,
+    err: TextIO,
+    saved: dict[int, Path] | None = None,
+    streamed: bool = False,
 ) -> None:
-    """Readable rendering: streams where they belong, the last value, errors and files."""
+    """Readable rendering: streams where they belong, the last value, errors and files
+    (`streamed`: the streams and displays were printed as they came, by `follow`)."""
     saved = saved or {}
-    if result.stdout:
+    if result.stdout and not streamed:
         out.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
-    if result.stderr:
+    if result.stderr and not streamed:
         err.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")
     for index, output in enumerate(result.outputs):
         data = output.get("data") or {}
         if index in saved:
             err.write(f"[image saved: {saved[index]}]\n")
-        elif output.get("output_type") == "display_data":
+        elif output.get("output_type") == "display_data" and not streamed:
             kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
             err.write(f"[display: {kinds or 'text/plain'}]\n")
     if result.text is not None:

@@ -29,6 +29,7 @@ from tenacity import (
 
 from lci.config import API_KEY_ENV, DEFAULT_ENDPOINT, ENDPOINT_ENV, resolve_settings
 from lci.errors import LciError
+from lci.live import Execution
 from lci.models import ExecutionResult, FileInfo, PackageList, Session, Usage
 from lci.paths import InvalidRemotePath, validate_remote_path
 
@@ -136,6 +137,16 @@ class Client:
     def delete_session(self, session_id: str) -> None:
         self.request("DELETE", f"/v1/sessions/{_seg(session_id)}", expected=(200, 204))
 
+    def fork_session(self, session_id: str, ttl_seconds: int | None = None) -> Session:
+        """A new session with copies of this one's last committed variables, files and
+        notebook; the two then go their own ways. `ttl_seconds` defaults to the parent's."""
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return Session.from_dict(
+            self.request(
+                "POST", f"/v1/sessions/{_seg(session_id)}/fork", json=body, expected=(200, 201)
+            )[1]
+        )
+
     def notebook(self, session_id: str) -> dict[str, Any]:
         """The session's cells and outputs as an nbformat v4 document."""
         return self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[1]
@@ -156,6 +167,9 @@ class Client:
         idempotency_key: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
         on_poll: Callable[[ExecutionResult], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        on_output: Callable[[dict[str, Any]], None] | None = None,
     ) -> ExecutionResult:
         """Run `code` in a session (or one-shot without `session_id`).
 
@@ -163,7 +177,34 @@ class Client:
         when the server hands back 202 after its sync window. `wait=False` returns at once with
         `status == "running"`; call `wait_for(result.execution_id)` later. `files` (one-shot
         only) are put into the workspace before the run: `{relative path: bytes}`.
+
+        `on_stdout` / `on_stderr` (text) and `on_output` (rich outputs: nbformat v4
+        display_data, execute_result, error) are called as the output arrives, in order, while
+        the run goes (see `stream` for the same as an iterator).
         """
+        if on_stdout is not None or on_stderr is not None or on_output is not None:
+            run = self.start(
+                code,
+                session_id=session_id,
+                timeout_ms=timeout_ms,
+                packages=packages,
+                requirements=requirements,
+                env=env,
+                files=files,
+                idempotency_key=idempotency_key,
+            )
+            handlers: dict[str, Callable[[Any], None] | None] = {
+                "stdout": on_stdout,
+                "stderr": on_stderr,
+            }
+            for event in run:
+                if event.kind == "output":
+                    if on_output is not None and event.output is not None:
+                        on_output(event.output)
+                elif (handler := handlers.get(event.kind)) is not None:
+                    handler(event.text)
+            assert run.result is not None
+            return run.result
         body: dict[str, Any] = {"code": code, "wait": wait}
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
@@ -189,6 +230,46 @@ class Client:
         if wait and result.running:
             return self.wait_for(result.execution_id, poll_interval=poll_interval, on_poll=on_poll)
         return result
+
+    def start(
+        self,
+        code: str,
+        *,
+        session_id: str | None = None,
+        timeout_ms: int | None = None,
+        packages: list[str] | None = None,
+        requirements: str | None = None,
+        env: dict[str, str] | None = None,
+        files: dict[str, bytes] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Execution:
+        """Start a run without waiting for it: an `Execution` to iterate over (its output as it
+        arrives), interrupt, or `wait()` for."""
+        first = self.execute(
+            code,
+            session_id=session_id,
+            timeout_ms=timeout_ms,
+            packages=packages,
+            requirements=requirements,
+            env=env,
+            files=files,
+            wait=False,
+            idempotency_key=idempotency_key,
+        )
+        return Execution(self, first)
+
+    def stream(self, code: str, **options: Any) -> Execution:
+        """`start`, to be iterated over: `for event in client.stream(code): ...` yields
+        `ExecutionEvent`s (stdout / stderr text, rich outputs, then the result) as they come."""
+        return self.start(code, **options)
+
+    def interrupt(self, execution_id: str) -> None:
+        """Ask a running execution to stop: its cell gets KeyboardInterrupt, the session keeps
+        its variables, and it ends as `interrupted`. LciError 409 `EXECUTION_FINISHED` once it
+        is over."""
+        self.request(
+            "POST", f"/v1/executions/{_seg(execution_id)}/interrupt", json={}, expected=(202,)
+        )
 
     def get_execution(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_dict(

@@ -9,6 +9,8 @@ list_files, backed by one `Client`. Needs the `mcp` extra (`lci.cli` checks befo
   resolved, symlinks included, and refused outside it; a download never replaces an existing
   file unless `overwrite` is true. Remote paths are checked with the API's rules first.
 - Every failure is a tool result with `isError: true` and a sentence the model can act on.
+- `execute_python` follows the run and sends what it prints as progress notifications while
+  it goes (to callers that asked for progress), so a long run is not silent.
 
 stdout is the MCP channel: nothing else may print to it (logs go to stderr).
 """
@@ -19,12 +21,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+from anyio import from_thread
 from anyio.to_thread import run_sync
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
@@ -44,6 +48,7 @@ from lci.tools import (
 )
 
 SERVER_NAME = "lambda-code-interpreter"
+PROGRESS_MESSAGE_CHARS = 2000
 logger = logging.getLogger(__name__)
 
 # Argument descriptions the model reads in each tool's input schema.
@@ -63,6 +68,25 @@ RemotePath = Annotated[
 LocalPath = Annotated[
     str, Field(description="A local path; relative paths start at the root folder.")
 ]
+
+
+class ProgressReporter:
+    """What a long run prints, as MCP progress notifications (`notifications/progress`, sent
+    only when the caller asked for progress): the progress is the seconds elapsed, the message
+    the newest output, its last `PROGRESS_MESSAGE_CHARS` characters."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._started = time.monotonic()
+
+    def printed(self, text: str) -> None:
+        """From the tool's worker thread: report `text` on the event loop."""
+        message = text[-PROGRESS_MESSAGE_CHARS:]
+        elapsed = round(time.monotonic() - self._started, 3)
+        try:
+            from_thread.run(self._ctx.report_progress, elapsed, None, message)
+        except Exception:  # a notification that cannot be sent must not fail the run
+            logger.debug("a progress notification was not sent", exc_info=True)
 
 
 def _result(shaped: ShapedOutput) -> CallToolResult:
@@ -164,11 +188,14 @@ def build_server(
 
     @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
     async def execute_python(
+        ctx: Context,
         code: Code,
         session_id: SessionId = None,
         packages: Packages = None,
         timeout_seconds: TimeoutSeconds = None,
     ) -> CallToolResult:
+        progress = ProgressReporter(ctx)
+
         def run() -> CallToolResult:
             arguments = {"code": code, "packages": packages, "timeout_seconds": timeout_seconds}
             try:
@@ -176,7 +203,14 @@ def build_server(
             except ToolArgumentError as exc:
                 return _result(tool_error(str(exc)))
             return _result(
-                run_execute_python(client, session, parsed, session_id=session_id, limits=limits)
+                run_execute_python(
+                    client,
+                    session,
+                    parsed,
+                    session_id=session_id,
+                    limits=limits,
+                    on_progress=progress.printed,
+                )
             )
 
         return await _off_loop(run)

@@ -58,6 +58,19 @@ class OutputFile:
 
 
 @dataclass
+class RunUsage:
+    """The receipt of a run: what the user code used (children included)."""
+
+    wall_ms: int = 0
+    cpu_ms: int = 0
+    peak_memory_mb: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunUsage:
+        return cls(**_pick(cls, data))
+
+
+@dataclass
 class ExecutionResult:
     execution_id: str
     status: str
@@ -74,11 +87,16 @@ class ExecutionResult:
     files: list[OutputFile] = field(default_factory=list)
     duration_ms: int = 0
     warnings: list[str] = field(default_factory=list)
+    usage: RunUsage | None = None  # None from a server that does not report it
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
 
     @property
     def text(self) -> str | None:
@@ -104,6 +122,8 @@ class ExecutionResult:
             else None
         )
         values["files"] = [OutputFile(**_pick(OutputFile, f)) for f in data.get("files") or []]
+        usage = data.get("usage")
+        values["usage"] = RunUsage.from_dict(usage) if isinstance(usage, dict) else None
         values["raw"] = data
         return cls(**values)
 

@@ -20,6 +20,7 @@ import json
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -146,17 +147,31 @@ def run_execute_python(
     *,
     session_id: str | None = None,
     limits: ShapingLimits | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> ShapedOutput:
     """Run the code in `session_id` (or the default session) and shape the result; an API
-    failure becomes a tool error."""
+    failure becomes a tool error. `on_progress` gets the text the code prints while it runs
+    (the MCP server turns it into progress notifications); the result has it all anyway."""
 
     def execute(target: str) -> ExecutionResult:
-        return client.execute(
+        if on_progress is None:
+            return client.execute(
+                arguments.code,
+                session_id=target,
+                packages=arguments.packages or None,
+                timeout_ms=arguments.timeout_ms,
+            )
+        run = client.start(
             arguments.code,
             session_id=target,
             packages=arguments.packages or None,
             timeout_ms=arguments.timeout_ms,
         )
+        for event in run:
+            if not event.final and event.kind in ("stdout", "stderr") and event.text:
+                on_progress(event.text)
+        assert run.result is not None
+        return run.result
 
     try:
         result, note = default_session.run(session_id, execute)

@@ -14,6 +14,7 @@ from lambdas.api.ports import Background, Clock, Executor
 from lambdas.api.service.common import Deps
 from lambdas.api.service.executions import ExecutionService
 from lambdas.api.service.files import FileService
+from lambdas.api.service.forks import ForkService
 from lambdas.api.service.notebook import NotebookService
 from lambdas.api.service.packages import LayersCatalog, PackageCatalog, PackageService
 from lambdas.api.service.sessions import SessionService
@@ -30,6 +31,7 @@ class Services:
     notebook: NotebookService
     packages: PackageService
     usage: UsageService
+    forks: ForkService
 
 
 _lock = threading.Lock()
@@ -101,6 +103,7 @@ def _build(given: dict[str, Any]) -> Services:
         notebook=NotebookService(deps, sessions),
         packages=packages,
         usage=usage,
+        forks=ForkService(deps, sessions),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lambdas.shared.routes import FORBIDDEN_CODE, FORBIDDEN_MESSAGE
+
 
 class ApiError(Exception):
     """Base of every error a client may see. `message` is shown verbatim: keep it user-facing."""
@@ -40,8 +42,8 @@ class InvalidPath(ApiError):
     default_message = "the file path is invalid"
 
 
-class Unauthorized(ApiError):
-    default_message = "a valid x-api-key header is required"
+class Forbidden(ApiError):
+    default_message = FORBIDDEN_MESSAGE
 
 
 class NotFound(ApiError):
@@ -64,8 +66,23 @@ class RouteNotFound(NotFound):
     default_message = "no such route"
 
 
+class MethodNotAllowed(ApiError):
+    """A known path with a method it does not take; `allowed` goes into the `Allow` header."""
+
+    def __init__(self, method: str, allowed: tuple[str, ...]):
+        self.allowed = allowed
+        super().__init__(
+            f"{method} is not allowed here; use {', '.join(allowed)}",
+            details={"allowed_methods": list(allowed)},
+        )
+
+
 class SessionBusy(ApiError):
     default_message = "the session is running another execution; retry when it has finished"
+
+
+class ExecutionFinished(ApiError):
+    default_message = "the execution has finished; there is nothing to interrupt"
 
 
 class TooManyFiles(ApiError):
@@ -90,6 +107,12 @@ class QuotaExceeded(ApiError):
     default_message = "the monthly usage quota of this API key is exhausted"
 
 
+class ServiceUnavailable(ApiError):
+    """Storage (DynamoDB/S3) cannot be reached (lambdas/api/adapters/unreachable.py)."""
+
+    default_message = "the service's storage is unreachable right now; retry shortly"
+
+
 class InternalError(ApiError):
     default_message = "internal error"
 
@@ -100,17 +123,20 @@ ERROR_REGISTRY: dict[type[ApiError], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_REQUEST"),
     PackageNotAllowed: (400, "PACKAGE_NOT_ALLOWED"),
     InvalidPath: (400, "INVALID_PATH"),
-    Unauthorized: (401, "UNAUTHORIZED"),
+    Forbidden: (403, FORBIDDEN_CODE),
     NotFound: (404, "NOT_FOUND"),
     SessionNotFound: (404, "SESSION_NOT_FOUND"),
     ExecutionNotFound: (404, "EXECUTION_NOT_FOUND"),
     FileNotFound: (404, "FILE_NOT_FOUND"),
+    MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
     SessionBusy: (409, "SESSION_BUSY"),
+    ExecutionFinished: (409, "EXECUTION_FINISHED"),
     TooManyFiles: (409, "TOO_MANY_FILES"),
     PayloadTooLarge: (413, "PAYLOAD_TOO_LARGE"),
     RateLimited: (429, "RATE_LIMITED"),
     QuotaExceeded: (429, "QUOTA_EXCEEDED"),
     InternalError: (500, "INTERNAL"),
+    ServiceUnavailable: (503, "SERVICE_UNAVAILABLE"),
     ApiError: (500, "INTERNAL"),
 }
 

@@ -26,6 +26,7 @@ __all__ = [
     "FileUploadResponse",
     "HealthResponse",
     "InlineFileIn",
+    "InterruptAccepted",
     "OneShotExecuteRequest",
     "PackageInfo",
     "PackageList",
@@ -121,6 +122,16 @@ class ExecuteAccepted(_Response):
     execution_id: str
     session_id: str | None = None
     status: Literal["running"] = "running"
+
+
+class InterruptAccepted(_Response):
+    """An interrupt request was recorded: the run ends as `interrupted` within seconds (poll
+    `GET /v1/executions/{execution_id}`), unless it finishes first."""
+
+    execution_id: str
+    session_id: str | None = None
+    status: Literal["running"] = "running"
+    interrupt_requested: Literal[True] = True
 
 
 class PresignedUpload(_Response):

@@ -30,7 +30,15 @@ After every run the parent kills whatever user code left behind: orphans re-pare
 zygote (subreaper), so `/proc/<pid>/task/*/children` of the zygote and the live workers finds
 them without scanning /proc (host/procs.py). On timeout the worker gets 0.2 s to send the
 output it has so far (SIGUSR1), then its whole tree is SIGSTOPped and SIGKILLed until nothing
-is left.
+is left. The timeout is the user's `timeout_ms` on every run: transfers before the cell and
+saving after it have budgets of their own that never extend it (host/channel.py `Phase`).
+
+Every run gets exactly one answer, from the worker: the parent drops channel bytes any other
+process sent (SCM_CREDENTIALS), processes user code forks lose the channel at fork and exit at
+the end of their copy of the cell, display data is made JSON-safe as it is captured
+(sandbox/mime.py), and what a cell changed about its process is put back before the next one
+(sandbox/hygiene.py). Tracebacks show the user's frames, not the executor's
+(sandbox/tracebacks.py).
 
 `python -m lambdas.executor.serve` runs one environment behind JSON lines (tests, tools).
 Environment: LCI_TMP_ROOT (default /tmp), LCI_MAX_WORKERS, LCI_PREFORK_WORKER (settings.py).

@@ -9,6 +9,7 @@ cell is a clean error, never a crash of the parent), and streams are capped on t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -212,12 +213,20 @@ class RunRequest(BaseModel):
     inv: dict[str, Any]
     workspace: str
     package_cache: str
+    # The parent gave the transfers before the cell (state, files, packages) a budget of their
+    # own: the worker says when the cell starts (a PhaseFrame), so its timeout starts there.
+    announce_run: bool = False
+    # Echoed in every frame of this run: a frame of an earlier run (a late answer after a
+    # forged one) is never taken for this run's.
+    run: str = ""
 
 
 class PhaseFrame(BaseModel):
-    """Worker -> parent: the transfers are done, the cell's own timeout starts now."""
+    """Worker -> parent, when the RunRequest asked for it: the transfers are done, the cell's
+    own timeout starts now."""
 
     kind: Literal["phase"] = "phase"
+    run: Text = ""
     phase: str = "run"
 
 
@@ -225,6 +234,7 @@ class SavingFrame(BaseModel):
     """Worker -> parent: the cell finished; saving state and files (its own budget) follows."""
 
     kind: Literal["saving"] = "saving"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -232,6 +242,7 @@ class PartialFrame(BaseModel):
     """Worker -> parent, asked by SIGUSR1 when the time is up: what the cell printed so far."""
 
     kind: Literal["partial"] = "partial"
+    run: Text = ""
     cell: Annotated[Cell, BeforeValidator(_cell_or_empty)]
 
 
@@ -243,6 +254,7 @@ class ResultFrame(BaseModel):
     """Worker -> parent, last: the cell (None if a SavingFrame carried it), its files, state."""
 
     kind: Literal["result"] = "result"
+    run: Text = ""
     cell: Annotated[Cell | None, BeforeValidator(_cell_or_none)] = None
     late_warnings: StrList = Field(default_factory=list)  # the SavingFrame's cell went first
     files: Annotated[list[ReportedFile], BeforeValidator(_valid_files)] = Field(
@@ -272,21 +284,27 @@ def parse_worker_frame(frame: Any, stream_cap: int | None = None) -> WorkerFrame
 class OutputMirror:
     """What a cell prints, copied as it is printed into memory the parent can read: a worker
     that dies mid-cell (os._exit, a segfault, the OOM killer) never sends its result, but the
-    parent still shows what was printed before, as Jupyter does.
+    parent still shows what was printed before, as Jupyter does; and while the cell runs the
+    parent publishes it as live output (host/live.py).
 
-    Layout: an 8-byte count of bytes used, then records (1-byte stream: 1 stdout, 2 stderr;
-    4-byte length; UTF-8 text). The count moves only after a record is complete, so a death
-    mid-write leaves a readable prefix. The parent treats the contents as untrusted bytes."""
+    Layout: an 8-byte count of bytes used, then records (1-byte kind: 1 stdout, 2 stderr,
+    3 display (an nbformat display_data output as JSON), 4 clear_output; 4-byte length; UTF-8
+    text). The count moves only after a record is complete, so a death mid-write leaves a
+    readable prefix. The parent treats the contents as untrusted bytes."""
 
     _USED = struct.Struct("<Q")
     _RECORD = struct.Struct("<BI")
-    # Both streams at their largest cap, plus room for record headers.
-    SIZE = 2 * limits.MAX_STREAM_BYTES + 256 * 1024
+    # Both streams at their largest cap, plus room for record headers and live displays
+    # (pages exist only once written, so unused room costs nothing).
+    SIZE = 2 * limits.MAX_STREAM_BYTES + 256 * 1024 + limits.MAX_LIVE_DISPLAY_BYTES
     _STREAMS = {"stdout": 1, "stderr": 2}
+    _DISPLAY = 3
+    _CLEAR = 4
 
     def __init__(self, memory: mmap.mmap) -> None:
         self._memory = memory
         self._used = 0
+        self._display_room = limits.MAX_LIVE_DISPLAY_BYTES
 
     @classmethod
     def create_fd(cls) -> int:
@@ -306,39 +324,88 @@ class OutputMirror:
 
     def reset(self) -> None:
         self._used = 0
+        self._display_room = limits.MAX_LIVE_DISPLAY_BYTES
         self._USED.pack_into(self._memory, 0, 0)
 
+    @classmethod
+    def clear_fd(cls, fd: int) -> None:
+        """The parent's side, between runs: nothing of an earlier run may be read as this one's
+        (the worker resets it too, but only once it has read the next request)."""
+        with contextlib.suppress(OSError):
+            os.pwrite(fd, cls._USED.pack(0), 0)
+
     def append(self, name: str, text: str) -> None:
-        data = text.encode("utf-8", "surrogatepass")
+        self._append(self._STREAMS[name], text.encode("utf-8", "surrogatepass"))
+
+    def append_display(self, output: dict[str, Any]) -> None:
+        """A rich output, for the live view only (a dead worker's cell shows its streams)."""
+        try:
+            data = json.dumps(output, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            return
+        if len(data) > self._display_room:
+            return  # the live view's budget for rich outputs is spent; the result has them
+        if self._append(self._DISPLAY, data):
+            self._display_room -= len(data)
+
+    def append_clear(self) -> None:
+        self._append(self._CLEAR, b"")
+
+    def _append(self, kind: int, data: bytes) -> bool:
         start = self._USED.size + self._used
         end = start + self._RECORD.size + len(data)
         if end > self.SIZE:
-            return  # the capture itself caps streams; this copy just stops
+            return False  # the capture itself caps streams; this copy just stops
         self._memory[start + self._RECORD.size : end] = data
-        self._RECORD.pack_into(self._memory, start, self._STREAMS[name], len(data))
+        self._RECORD.pack_into(self._memory, start, kind, len(data))
         self._used = end - self._USED.size
         self._USED.pack_into(self._memory, 0, self._used)
+        return True
 
     @classmethod
     def read(cls, fd: int) -> list[tuple[str, str]]:
         """The parent's side, after the worker died: (stream, text) in the order printed."""
+        records, _ = cls.read_records(fd, 0)
+        return [(kind, value) for kind, value in records if kind in cls._STREAMS]
+
+    @classmethod
+    def read_records(cls, fd: int, offset: int) -> tuple[list[tuple[str, Any]], int]:
+        """The parent's side, while the cell runs: the records written after `offset` (a value
+        this returned before; 0 for all) as ("stdout" | "stderr", text), ("display", output
+        dict) or ("clear", None), and the offset to read from next time."""
         try:
             header = os.pread(fd, cls._USED.size, 0)
             (used,) = cls._USED.unpack(header)
-            data = os.pread(fd, min(used, cls.SIZE - cls._USED.size), cls._USED.size)
+            used = min(used, cls.SIZE - cls._USED.size)
+            if used < offset:  # reset since (a new run): read it from the start
+                offset = 0
+            if used == offset:
+                return [], offset
+            data = os.pread(fd, used - offset, cls._USED.size + offset)
         except (OSError, struct.error):
-            return []
+            return [], offset
         names = {number: name for name, number in cls._STREAMS.items()}
-        found: list[tuple[str, str]] = []
-        offset = 0
-        while offset + cls._RECORD.size <= len(data):
-            stream, length = cls._RECORD.unpack_from(data, offset)
-            offset += cls._RECORD.size
-            if stream not in names or offset + length > len(data):
+        found: list[tuple[str, Any]] = []
+        position = 0
+        while position + cls._RECORD.size <= len(data):
+            kind, length = cls._RECORD.unpack_from(data, position)
+            body_start = position + cls._RECORD.size
+            if body_start + length > len(data):
                 break
-            found.append((names[stream], data[offset : offset + length].decode("utf-8", "replace")))
-            offset += length
-        return found
+            body = data[body_start : body_start + length]
+            if kind in names:
+                found.append((names[kind], body.decode("utf-8", "replace")))
+            elif kind == cls._DISPLAY:
+                with contextlib.suppress(ValueError):
+                    output = json.loads(body)
+                    if isinstance(output, dict):
+                        found.append(("display", output))
+            elif kind == cls._CLEAR:
+                found.append(("clear", None))
+            else:
+                break
+            position = body_start + length
+        return found, offset + position
 
 
 def encode_frame(message: Any) -> bytes:
@@ -381,27 +448,37 @@ def recv_frame(sock: socket.socket, max_bytes: int = MAX_CONTROL_FRAME_BYTES) ->
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     if size > max_bytes:
         raise ProtocolError(f"frame of {size} bytes exceeds {max_bytes}")
+    return _decode(_recv_exact(sock, size))
+
+
+def _decode(body: bytes) -> Any:
     try:
-        return json.loads(_recv_exact(sock, size))
-    except ValueError as exc:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser's stack
         raise ProtocolError("frame is not JSON") from exc
 
 
 def recv_frame_with_fds(sock: socket.socket, max_fds: int) -> tuple[Any, list[int]]:
     """Read one frame whose first bytes may carry passed file descriptors (SCM_RIGHTS)."""
     head, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, max_fds)
-    if not head:
-        raise ProtocolError("channel closed")
-    if len(head) < _HEADER.size:
-        head += _recv_exact(sock, _HEADER.size - len(head))
-    (size,) = _HEADER.unpack(head)
-    if size > MAX_CONTROL_FRAME_BYTES:
-        raise ProtocolError(f"frame of {size} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
-    return json.loads(_recv_exact(sock, size)), list(fds)
+    try:
+        if not head:
+            raise ProtocolError("channel closed")
+        if len(head) < _HEADER.size:
+            head += _recv_exact(sock, _HEADER.size - len(head))
+        (size,) = _HEADER.unpack(head)
+        if size > MAX_CONTROL_FRAME_BYTES:
+            raise ProtocolError(f"frame of {size} bytes exceeds {MAX_CONTROL_FRAME_BYTES}")
+        return _decode(_recv_exact(sock, size)), list(fds)
+    except ProtocolError:
+        for fd in fds:  # a refused frame's descriptors are not kept open
+            os.close(fd)
+        raise
 
 
 class FrameReader:
-    """Incremental frame assembly for the parent's non-blocking poll loop."""
+    """Incremental frame assembly for the parent's non-blocking poll loop (every frame a
+    worker sends is a JSON object)."""
 
     __slots__ = ("_buffer", "_max_bytes")
 
@@ -424,7 +501,7 @@ class FrameReader:
             return None
         body = bytes(self._buffer[_HEADER.size : end])
         del self._buffer[:end]
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError("frame is not JSON") from exc
+        frame = _decode(body)
+        if not isinstance(frame, dict):  # a `null` frame would read as "no frame yet"
+            raise ProtocolError("frame is not a JSON object")
+        return frame

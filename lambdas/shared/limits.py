@@ -54,6 +54,19 @@ MAX_STREAM_BYTES: Final = 1024 * 1024  # stdout and stderr each
 MAX_RESULT_BYTES: Final = 5 * 1024 * 1024  # whole ExecutionResult, under the 6 MB sync payload
 MAX_STATE_BYTES: Final = 1024 * 1024 * 1024
 
+# Live execution: a running cell's output, published by the executor's trusted parent as
+# numbered chunks in S3 (lambdas/shared/live.py), and interrupts it looks for there.
+LIVE_FIRST_PUBLISH_SECONDS: Final = 0.25  # a run shorter than this publishes nothing
+LIVE_PUBLISH_INTERVAL_SECONDS: Final = 0.5  # at most one chunk per interval, when there is output
+LIVE_INTERRUPT_POLL_SECONDS: Final = 0.5  # how often the parent looks for an interrupt request
+LIVE_INTERRUPT_RESEND_SECONDS: Final = 2.0  # SIGINT again while a cell keeps running after one
+LIVE_BASE_EVERY: Final = 8  # every 8th chunk repeats all output so far: a reader needs <= 8
+MAX_LIVE_CHUNKS: Final = 2000  # per run (300 s at two a second, with room for a few retries)
+MAX_LIVE_CHUNK_BYTES: Final = 4 * 1024 * 1024  # the presigned POST's content-length-range
+MAX_LIVE_DISPLAY_BYTES: Final = 512 * 1024  # rich outputs shown while running, all together
+# A running execution's answer, encoded as API Gateway's proxy sends it: under Lambda's 6 MB.
+MAX_LIVE_VIEW_BYTES: Final = 4 * 1024 * 1024
+
 # Usage quotas per principal and calendar month (UTC); 0 means unlimited
 DEFAULT_QUOTA_EXECUTIONS: Final = 100_000
 DEFAULT_QUOTA_COMPUTE_MS: Final = 100 * 3600 * 1000

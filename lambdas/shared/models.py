@@ -29,6 +29,7 @@ class ExecutionStatus(StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     MEMORY_EXCEEDED = "memory_exceeded"
+    INTERRUPTED = "interrupted"  # POST /v1/executions/{id}/interrupt: KeyboardInterrupt, state kept
     RUNNING = "running"
 
 
@@ -54,6 +55,15 @@ class OutputFile(_Model):
     download_url: str | None = None  # filled in by the API function, which can presign
 
 
+class ExecutionUsage(_Model):
+    """The receipt of a run: what the user code used, measured by the executor's trusted parent
+    (children included where the kernel still accounts for them)."""
+
+    wall_ms: int = 0
+    cpu_ms: int = 0  # user + system time of the worker and its children
+    peak_memory_mb: float = 0.0  # peak resident set (VmHWM) of the worker, plus live children
+
+
 class ExecutionResult(_Model):
     execution_id: str
     session_id: str | None = None
@@ -70,6 +80,7 @@ class ExecutionResult(_Model):
     files: list[OutputFile] = Field(default_factory=list)
     duration_ms: int = 0
     warnings: list[str] = Field(default_factory=list)
+    usage: ExecutionUsage = Field(default_factory=ExecutionUsage)
 
     @classmethod
     def running(cls, execution_id: str, session_id: str | None) -> ExecutionResult:
@@ -139,6 +150,9 @@ class FilesTransfer(_Model):
 
     files: list[SessionFileRef] = Field(default_factory=list)
     upload: PresignedPost | None = None
+    # False: `files` is only part of the stored set (over the session's file cap), so the
+    # worker must not delete the files it holds that are not listed.
+    complete: bool = True
 
 
 class InlineFile(_Model):
@@ -154,6 +168,16 @@ class WheelhouseAccess(_Model):
 
     index_url: str | None = None
     allow_pypi: bool = False
+
+
+class LiveChannel(_Model):
+    """Where the executor's trusted parent publishes a running cell's output (numbered chunks
+    under `output.key_prefix`, named and shaped by lambdas/shared/live.py) and where it looks for
+    an interrupt request (a presigned GET that answers 200 once one was made). It is never
+    passed on to the sandboxed worker."""
+
+    output: PresignedPost
+    interrupt_url: str
 
 
 class ExecutorInvocation(_Model):
@@ -173,6 +197,7 @@ class ExecutorInvocation(_Model):
     files: FilesTransfer | None = None
     inline_files: list[InlineFile] = Field(default_factory=list)
     wheelhouse: WheelhouseAccess | None = None
+    live: LiveChannel | None = None  # None: nothing is published while the run goes
 
 
 class StateReport(_Model):

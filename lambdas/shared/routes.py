@@ -34,6 +34,8 @@ DELETE_SESSION = Route("DELETE", "/v1/sessions/{session_id}")
 EXECUTE_IN_SESSION = Route("POST", "/v1/sessions/{session_id}/execute", body_model="Execute")
 EXECUTE_ONE_SHOT = Route("POST", "/v1/execute", body_model="Execute")
 GET_EXECUTION = Route("GET", "/v1/executions/{execution_id}")
+INTERRUPT_EXECUTION = Route("POST", "/v1/executions/{execution_id}/interrupt")
+FORK_SESSION = Route("POST", "/v1/sessions/{session_id}/fork")
 CREATE_UPLOAD = Route("POST", "/v1/sessions/{session_id}/files", body_model="FileUpload")
 LIST_FILES = Route("GET", "/v1/sessions/{session_id}/files")
 GET_FILE = Route("GET", "/v1/sessions/{session_id}/files/{path+}")
@@ -51,6 +53,8 @@ ROUTES: tuple[Route, ...] = (
     EXECUTE_IN_SESSION,
     EXECUTE_ONE_SHOT,
     GET_EXECUTION,
+    INTERRUPT_EXECUTION,
+    FORK_SESSION,
     CREATE_UPLOAD,
     LIST_FILES,
     GET_FILE,
@@ -65,3 +69,24 @@ RESOURCE_PATHS: tuple[str, ...] = tuple(dict.fromkeys(route.path for route in RO
 PUBLIC_PATHS = frozenset(route.path for route in ROUTES if route.public)
 # The greedy parameter of the file routes, as API Gateway names it in `pathParameters`.
 GREEDY_PATH_PARAMETER = "path"
+
+# Requests no route above takes still reach the API function (after the key check), so they
+# get the product's answers instead of API Gateway's "Missing Authentication Token": every
+# resource also has an `ANY` method (API Gateway prefers the specific method), answered
+# 405 `METHOD_NOT_ALLOWED` with `Allow`, and the catch-all resources below, answered 404.
+ANY_METHOD = "ANY"
+ROOT_PATH = "/"
+PROXY_PATH = "/{proxy+}"
+CATCH_ALL_PATHS: tuple[str, ...] = (ROOT_PATH, PROXY_PATH)
+
+
+# Missing or unknown `x-api-key` on any path but the public ones: 403, from API Gateway
+# (its gateway responses, infra/rest_api.py) or the local stack (local/events.py), before
+# the API function runs, so an anonymous caller learns nothing about which routes exist.
+FORBIDDEN_CODE = "FORBIDDEN"
+FORBIDDEN_MESSAGE = "missing or unknown API key (header x-api-key)"
+
+
+def allowed_methods(resource: str) -> tuple[str, ...]:
+    """The methods routed on a resource (empty for an unknown resource), for `Allow`."""
+    return tuple(route.method for route in ROUTES if route.path == resource)

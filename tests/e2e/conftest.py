@@ -95,7 +95,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_stack(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> LocalStack:
+def start_stack(
+    tmp_dir: Path, extra_env: dict[str, str] | None = None, module: str = "local"
+) -> LocalStack:
+    """`python -m <module>` (the local stack, or tests/e2e/stack_control.py: the same stack
+    driven over stdin) on a free port; returns once it is healthy."""
     port = free_port()
     log_path = tmp_dir / "stack.log"
     # Not under pytest's 0700 tmp dir: pool uids must be able to reach their directories.
@@ -111,7 +115,12 @@ def start_stack(tmp_dir: Path, extra_env: dict[str, str] | None = None) -> Local
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", module],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
         )
     stack = LocalStack(f"http://127.0.0.1:{port}", API_KEYS, process, log_path, envs_root)
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS

@@ -23,11 +23,16 @@ FILE_PATH_PARAMETER = "file_path"
 ROUTE_ANSWERS: dict[Route, tuple[tuple[int, ...], tuple[type[ApiError], ...]]] = {
     routes.HEALTH: ((200,), ()),
     routes.OPENAPI: ((200,), ()),
-    # a body that is not valid JSON or breaks the model's bounds; any body over 10 MB (gateway)
-    routes.CREATE_SESSION: ((201,), (e.InvalidRequest, e.PayloadTooLarge)),
-    routes.GET_SESSION: ((200,), (e.SessionNotFound,)),
-    routes.DELETE_SESSION: ((204,), (e.SessionNotFound,)),
-    routes.GET_NOTEBOOK: ((200,), (e.SessionNotFound,)),
+    # a body that is not valid JSON or breaks the model's bounds; any body over 10 MB (gateway);
+    # storage that cannot be reached
+    routes.CREATE_SESSION: ((201,), (e.InvalidRequest, e.PayloadTooLarge, e.ServiceUnavailable)),
+    routes.GET_SESSION: ((200,), (e.SessionNotFound, e.ServiceUnavailable)),
+    routes.DELETE_SESSION: ((204,), (e.SessionNotFound, e.ServiceUnavailable)),
+    routes.FORK_SESSION: (
+        (201,),
+        (e.InvalidRequest, e.PayloadTooLarge, e.SessionNotFound, e.ServiceUnavailable),
+    ),
+    routes.GET_NOTEBOOK: ((200,), (e.SessionNotFound, e.ServiceUnavailable)),
     routes.EXECUTE_IN_SESSION: (
         (200, 202),
         (
@@ -38,6 +43,7 @@ ROUTE_ANSWERS: dict[Route, tuple[tuple[int, ...], tuple[type[ApiError], ...]]] =
             e.PayloadTooLarge,  # code over MAX_CODE_BYTES
             e.QuotaExceeded,  # the principal's monthly executions or compute
             e.RateLimited,  # the executor throttled
+            e.ServiceUnavailable,
         ),
     ),
     routes.EXECUTE_ONE_SHOT: (
@@ -49,24 +55,42 @@ ROUTE_ANSWERS: dict[Route, tuple[tuple[int, ...], tuple[type[ApiError], ...]]] =
             e.PayloadTooLarge,
             e.QuotaExceeded,
             e.RateLimited,
+            e.ServiceUnavailable,
         ),
     ),
-    routes.GET_EXECUTION: ((200,), (e.ExecutionNotFound,)),
+    routes.GET_EXECUTION: ((200,), (e.ExecutionNotFound, e.ServiceUnavailable)),
+    routes.INTERRUPT_EXECUTION: (
+        (202,),
+        (e.ExecutionNotFound, e.ExecutionFinished, e.ServiceUnavailable),
+    ),
     routes.CREATE_UPLOAD: (
         (200,),
-        (e.InvalidRequest, e.InvalidPath, e.SessionNotFound, e.TooManyFiles, e.PayloadTooLarge),
+        (
+            e.InvalidRequest,
+            e.InvalidPath,
+            e.SessionNotFound,
+            e.TooManyFiles,
+            e.PayloadTooLarge,
+            e.ServiceUnavailable,
+        ),
     ),
-    routes.LIST_FILES: ((200,), (e.SessionNotFound,)),
-    routes.GET_FILE: ((200,), (e.InvalidPath, e.SessionNotFound, e.FileNotFound)),
-    routes.DELETE_FILE: ((204,), (e.InvalidPath, e.SessionNotFound, e.FileNotFound)),
-    routes.LIST_PACKAGES: ((200,), ()),
-    routes.GET_USAGE: ((200,), ()),
+    routes.LIST_FILES: ((200,), (e.SessionNotFound, e.ServiceUnavailable)),
+    routes.GET_FILE: (
+        (200,),
+        (e.InvalidPath, e.SessionNotFound, e.FileNotFound, e.ServiceUnavailable),
+    ),
+    routes.DELETE_FILE: (
+        (204,),
+        (e.InvalidPath, e.SessionNotFound, e.FileNotFound, e.ServiceUnavailable),
+    ),
+    routes.LIST_PACKAGES: ((200,), ()),  # the whitelist is in the function's code
+    routes.GET_USAGE: ((200,), (e.ServiceUnavailable,)),
 }
 # Anything unexpected, on any route.
 ANY_ROUTE: tuple[type[ApiError], ...] = (e.InternalError,)
 # On a keyed route, before the API function runs (API Gateway, or the local stack in its place):
 # a missing or unknown key, the usage plan's throttle and its monthly request quota.
-KEYED_ROUTE: tuple[type[ApiError], ...] = (e.Unauthorized, e.RateLimited, e.QuotaExceeded)
+KEYED_ROUTE: tuple[type[ApiError], ...] = (e.Forbidden, e.RateLimited, e.QuotaExceeded)
 
 
 def expected_answers(route: Route) -> dict[int, set[str] | None]:

@@ -26,14 +26,14 @@ def test_health_needs_no_key(api: ApiClient) -> None:
         ("GET", "/v1/packages"),
     ],
 )
-def test_keyed_routes_without_principal_are_unauthorized(
+def test_keyed_routes_without_principal_are_forbidden(
     api: ApiClient, method: str, path: str
 ) -> None:
     response = api.request(
         method, path, {"code": "1"} if method == "POST" else None, principal=None
     )
-    assert response.status == 401
-    assert response.error_code == "UNAUTHORIZED"
+    assert response.status == 403
+    assert response.error_code == "FORBIDDEN"
 
 
 def test_create_get_delete_session(api: ApiClient) -> None:
@@ -84,7 +84,7 @@ def test_malformed_json_is_400(api: ApiClient) -> None:
 
 
 def test_unknown_route_is_404_in_our_shape(api: ApiClient) -> None:
-    for method, path in [("GET", "/v1/nothing"), ("PUT", "/v1/sessions"), ("GET", "/")]:
+    for method, path in [("GET", "/v1/nothing"), ("PUT", "/v1/nothing/deeper"), ("GET", "/")]:
         response = api.request(method, path)
         assert response.status == 404
         assert response.error_code == "NOT_FOUND"

@@ -104,12 +104,17 @@ def test_a_package_that_cannot_be_installed_is_a_clear_error(run) -> None:
 
 
 def test_pip_install_in_a_cell_installs_whitelisted_packages(run) -> None:
-    installed = run(f"%pip install -q {DIST}==2.0", "s-pip")
+    installed = run(f"%pip install -q {DIST}", "s-pip")
     assert installed["status"] == "ok", installed["error"]
-    pinned = f"{DIST} 1.0 is ready to import (this deployment pins {DIST} at 1.0)"
-    assert pinned in installed["stdout"]
+    assert f"{DIST} 1.0 is ready to import" in installed["stdout"]
     imported = run(f"import {MODULE}\n{MODULE}.VALUE", "s-pip")
     assert imported["result"] == {"text/plain": "42"}
+    assert run(f"%pip install {DIST}==1.0", "s-pip")["status"] == "ok"
+    # A pin the whitelist cannot satisfy fails: the code that asked for 2.0 would get 1.0.
+    for code in (f"%pip install -q {DIST}==2.0", f"!pip install {DIST}>=2"):
+        pinned = run(code, "s-pip")
+        assert pinned["status"] == "error" and pinned["error"]["name"] == "PackageNotAvailable"
+        assert f"this deployment pins {DIST} at 1.0" in pinned["error"]["value"], code
 
 
 def test_pip_never_reaches_for_a_network_the_sandbox_does_not_have(run) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from lambdas.executor.host.engine import Engine
 from lambdas.executor.settings import ExecutorSettings
-from tests.functional.executor_helpers import checked, invocation
+from tests.functional.executor_helpers import answered_within, checked, invocation
 
 BUCKET = "lci-executor-transfer"
 
@@ -193,3 +193,41 @@ def test_a_broken_snapshot_url_fails_the_run_and_saves_nothing(s3: Any, engine: 
     assert response["result"]["status"] == "error"
     assert response["result"]["error"]["name"] == "PreparationFailed"
     assert response["state"]["uploaded"] is False
+
+
+def test_a_warm_session_with_saved_state_times_out_at_its_own_timeout(
+    s3: Any, engine: Engine
+) -> None:
+    # Issue 11: every run of a session with state carries a download URL, and the deadline
+    # used to add the 120 s transfer budget to the cell's timeout whenever it did.
+    session = Session(s3)
+    s3.put_object(Bucket=BUCKET, Key=f"sessions/{session.id}/files/in.txt", Body=b"x")
+    assert session.run(engine, "kept = 41")["state"]["uploaded"] is True
+    for code in ("import time\ntime.sleep(300)", "while True:\n    pass"):
+        response = answered_within(
+            2 + 20, lambda code=code: session.run(engine, code, timeout_ms=2000), engine, session.id
+        )
+        result = response["result"]
+        assert result["status"] == "timeout" and "2000 ms" in result["error"]["value"]
+        assert result["duration_ms"] < 2000 + 1500, result["duration_ms"]
+    back = session.run(engine, "kept + 1")
+    assert back["worker_restored"] is True
+    assert back["result"]["result"]["text/plain"] == "42"
+
+
+def test_restoring_the_state_never_eats_into_the_timeout(
+    s3: Any, engine: Engine, new_engine: Any
+) -> None:
+    session = Session(s3)
+    slow = (
+        "class SlowToRestore:\n"
+        "    def __reduce__(self):\n"
+        "        import time\n"
+        "        return (time.sleep, (1.5,))\n"
+        "slow = SlowToRestore()"
+    )
+    assert session.run(engine, slow)["state"]["uploaded"] is True
+    restored = session.run(new_engine(), "'ran in time'", timeout_ms=1000)
+    assert restored["worker_restored"] is True
+    assert restored["result"]["status"] == "ok", restored["result"]["error"]
+    assert restored["result"]["result"] == {"text/plain": "'ran in time'"}

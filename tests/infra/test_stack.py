@@ -9,13 +9,16 @@ from typing import Any
 from aws_cdk.assertions import Match, Template
 
 from lambdas.api.settings import ApiSettings
-from lambdas.shared.routes import ROUTES
+from lambdas.shared.routes import ANY_METHOD, CATCH_ALL_PATHS, PUBLIC_PATHS, RESOURCE_PATHS, ROUTES
 from tests.infra.conftest import Synthesized
 
 FORBIDDEN_EXECUTOR_SERVICES = ("s3", "dynamodb", "lambda", "sts", "ssm", "secretsmanager")
 
 SPEC_ROUTES = {(route.method, route.path) for route in ROUTES}
 PUBLIC_ROUTES = {(route.method, route.path) for route in ROUTES if route.public}
+# Other methods of known paths (405) and unknown paths (404) reach the API function too.
+ANY_ROUTES = {(ANY_METHOD, path) for path in RESOURCE_PATHS + CATCH_ALL_PATHS}
+PUBLIC_ROUTES |= {(ANY_METHOD, path) for path in PUBLIC_PATHS}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -162,9 +165,11 @@ def test_api_key_is_required_on_every_route_but_health_and_openapi(
     synthesized: Synthesized,
 ) -> None:
     methods = _route_methods(synthesized)
-    assert set(methods) == SPEC_ROUTES
+    # The root resource's path is "" in the template.
+    assert set(methods) == SPEC_ROUTES | {(m, p.rstrip("/")) for m, p in ANY_ROUTES}
     for route, method in methods.items():
-        assert method["Properties"]["ApiKeyRequired"] is (route not in PUBLIC_ROUTES), route
+        public = route in PUBLIC_ROUTES
+        assert method["Properties"]["ApiKeyRequired"] is (not public), route
         integration = method["Properties"]["Integration"]
         assert integration["Type"] == "AWS_PROXY"
 
@@ -198,10 +203,11 @@ def test_api_gateway_rejections_use_the_products_error_shape(synthesized: Synthe
             properties.get("StatusCode"),
             document["error"]["code"],
         )
-    assert codes["INVALID_API_KEY"] == ("403", "UNAUTHORIZED")
+    assert codes["INVALID_API_KEY"] == ("403", "FORBIDDEN")
     assert codes["THROTTLED"] == ("429", "RATE_LIMITED")
     assert codes["QUOTA_EXCEEDED"] == ("429", "QUOTA_EXCEEDED")
-    assert codes["MISSING_AUTHENTICATION_TOKEN"] == ("404", "NOT_FOUND")  # unknown routes
+    # Unreachable (every path has an ANY method); the same 403 as a missing key if it were.
+    assert codes["MISSING_AUTHENTICATION_TOKEN"] == ("403", "FORBIDDEN")
     # The fallbacks keep each response's own status (a status there would rewrite all 4xx).
     assert codes["DEFAULT_4XX"][0] is None
     assert codes["DEFAULT_5XX"][0] is None

@@ -91,7 +91,7 @@ def test_run_prints_streams_value_and_files_and_sends_options(monkeypatch, capsy
     body = json.loads(api.requests[0].content)
     assert body == {
         "code": "print(2+2)\n42",
-        "wait": True,
+        "wait": False,  # `lci run` follows the run, printing its output as it arrives
         "timeout_ms": 2000,
         "packages": ["tabulate"],
     }

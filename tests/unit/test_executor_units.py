@@ -47,7 +47,10 @@ def test_consecutive_stream_writes_merge_into_one_output_in_order() -> None:
 
 
 def test_display_outputs_beyond_the_result_budget_are_dropped_with_a_warning() -> None:
-    capture = kernel.CellCapture(stream_bytes=10, result_bytes=120)
+    # Room for the first output and its overhead, not for the second.
+    capture = kernel.CellCapture(
+        stream_bytes=10, result_bytes=20 + kernel.OUTPUT_OVERHEAD_BYTES + 100
+    )
     capture.add_display({"image/png": "x" * 50}, None)
     capture.add_display({"image/png": "y" * 200}, None)
     assert len(capture.outputs) == 1

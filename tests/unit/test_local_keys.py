@@ -49,7 +49,7 @@ def test_missing_or_unknown_key_is_forbidden_before_the_handler_runs():
     for key in (None, "wrong", ""):
         response = _call(app, "/v1/sessions/s1", key)
         assert response.status == 403
-        assert json.loads(response.body)["error"]["code"] == "UNAUTHORIZED"
+        assert json.loads(response.body)["error"]["code"] == "FORBIDDEN"
     assert seen == []
 
 
@@ -57,7 +57,11 @@ def test_health_and_openapi_need_no_key_and_valid_keys_reach_the_handler_with_th
     app, seen = _app_with_recorder()
     assert _call(app, "/v1/health").status == 200
     assert _call(app, "/v1/openapi.json").status == 200
-    assert _call(app, "/v1/no-such-route").status == 200  # routed on: the handler answers 404
+    # Unknown paths need a key too (API Gateway's catch-all resource requires one) ...
+    assert _call(app, "/v1/no-such-route").status == 403
+    assert _call(app, "/").status == 403
+    # ... and with one, they reach the handler, which answers 404.
+    assert _call(app, "/v1/no-such-route", "k1").status == 200
     assert _call(app, "/v1/usage", "k2").status == 200
     assert seen[-1]["requestContext"]["identity"]["apiKeyId"] == key_id_for("k2")
     assert seen[0]["requestContext"]["identity"]["apiKeyId"] is None

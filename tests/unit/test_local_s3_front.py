@@ -112,6 +112,56 @@ def test_anonymous_requests_to_the_private_bucket_are_refused(s3):
     assert _error(httpx.get(f"{endpoint}/{BUCKET}/private.txt"))[:2] == (403, "AccessDenied")
 
 
+def _raw_get(url: str, target: str) -> int:
+    """Status of a GET of `target` exactly as written (httpx would normalize `..`)."""
+    import http.client
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("GET", target)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_anonymous_get_and_head_are_served_under_the_wheelhouse_prefix_only(moto_server, s3):
+    """The executor reads the wheelhouse without credentials (SPEC invariant 2's one
+    exception); nothing else of the bucket becomes readable that way."""
+    upstream = urlsplit(moto_server.endpoint_url)
+    front = start_in_front_of(
+        upstream.hostname,
+        upstream.port,
+        "127.0.0.1",
+        CREDENTIALS,
+        anonymous_read_prefix=f"/{BUCKET}/wheelhouse/",
+    )
+    try:
+        s3.put_object(Bucket=BUCKET, Key="wheelhouse/x86_64/index.json", Body=b"{}")
+        s3.put_object(Bucket=BUCKET, Key="sessions/s1/state/1.pkl", Body=b"secret")
+        index = f"{front.url}/{BUCKET}/wheelhouse/x86_64/index.json"
+        assert httpx.get(index).content == b"{}"
+        assert httpx.head(index).headers["content-length"] == "2"
+        assert httpx.get(index.replace("index.json", "missing.whl")).status_code == 404
+        for refused in (
+            f"/{BUCKET}/sessions/s1/state/1.pkl",
+            f"/{BUCKET}/wheelhouse/../sessions/s1/state/1.pkl",
+            f"/{BUCKET}/wheelhouse/%2e%2e/sessions/s1/state/1.pkl",
+            f"/{BUCKET}/wheelhouse/",  # a listing
+            f"/{BUCKET}/wheelhouse/x86_64/index.json?acl",
+            f"/{BUCKET}?prefix=wheelhouse/",
+            "/other-bucket/wheelhouse/x86_64/index.json",
+        ):
+            assert _raw_get(front.url, refused) == 403, refused
+        assert httpx.put(index, content=b"tampered").status_code == 403
+        assert httpx.delete(index).status_code == 403
+        assert (
+            s3.get_object(Bucket=BUCKET, Key="wheelhouse/x86_64/index.json")["Body"].read() == b"{}"
+        )
+    finally:
+        front.stop()
+
+
 def _post(s3, *, key="uploads/", exact_key=None, max_bytes=100, expires=60, conditions=None):
     target = exact_key or key + "${filename}"
     post = s3.generate_presigned_post(

@@ -126,6 +126,17 @@ class _TableOps:
             }
             self._write_batch(requests)
 
+    def put_items(self, items: list[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
+        for start in range(0, len(items), 25):
+            requests: Any = {
+                self.name: [
+                    {"PutRequest": {"Item": self._wire.dump(item)}}
+                    for item in items[start : start + 25]
+                ]
+            }
+            self._write_batch(requests)
+
     def _write_batch(self, requests: Any) -> None:
         """One BatchWriteItem, retried for its unprocessed requests (given up after a while)."""
         pending = [requests]
@@ -152,7 +163,11 @@ class DynamoTable:
     def __init__(self, table_name: str, endpoint_url: str = "") -> None:
         import boto3  # lazy: keeps the handler module cheap to import
 
-        self._client = boto3.client("dynamodb", endpoint_url=endpoint_url or None)
+        from lambdas.api.adapters.unreachable import translate_unreachable
+
+        self._client = translate_unreachable(
+            boto3.client("dynamodb", endpoint_url=endpoint_url or None)
+        )
         self._wire = _Wire()
         self._table = _TableOps(self._client, table_name, self._wire)
 
@@ -350,6 +365,18 @@ class DynamoTable:
             entity_from_item(NotebookCell, item, session_id=session_id)
             for item in self._query_cells(session_id)
         ]
+
+    def put_cells(self, cells: list[NotebookCell]) -> None:
+        """Write notebook cells as they are (a forked session's copy of its parent's)."""
+        self._table.put_items(
+            [
+                {
+                    **cell_key(cell.session_id, cell.execution_count),
+                    **item_attributes(cell, in_key={"session_id"}),
+                }
+                for cell in cells
+            ]
+        )
 
     # --- executions ---------------------------------------------------------------------------
 

@@ -24,10 +24,14 @@ class S3BlobStore:
 
         s3_config: Any = {"addressing_style": "path"} if endpoint_url else {}
         self._bucket = bucket
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            config=Config(signature_version="s3v4", s3=s3_config),
+        from lambdas.api.adapters.unreachable import translate_unreachable
+
+        self._client = translate_unreachable(
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                config=Config(signature_version="s3v4", s3=s3_config),
+            )
         )
 
     # --- presigning ---------------------------------------------------------------------------
@@ -80,6 +84,20 @@ class S3BlobStore:
                     )
                 )
         return found
+
+    def list_keys(self, prefix: str, limit: int) -> list[str]:
+        """The first `limit` keys under `prefix`, in key order, with one request."""
+        page = self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, MaxKeys=limit)
+        return [str(obj["Key"]) for obj in page.get("Contents", [])]
+
+    def copy(self, source_key: str, target_key: str) -> None:
+        """A server-side copy within the bucket (CopyObject: up to 5 GB, more than any state
+        snapshot or session file may be)."""
+        self._client.copy_object(
+            Bucket=self._bucket,
+            Key=target_key,
+            CopySource={"Bucket": self._bucket, "Key": source_key},
+        )
 
     def count_objects(self, prefix: str, stop_at: int) -> int:
         """How many objects are under `prefix`, counting no further than `stop_at`.

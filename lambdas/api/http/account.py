@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from lambdas.api import container
+from lambdas.api.errors import ServiceUnavailable
 from lambdas.api.http.common import caller, responses
 from lambdas.api.models import HealthResponse, PackageList, Usage
 from lambdas.shared import routes
@@ -37,7 +38,7 @@ def list_packages(_: Principal) -> PackageList:
 @router.get(
     routes.GET_USAGE.resolver_rule,
     summary="This API key's usage in the current month and its quota",
-    responses=responses((200, "Usage", Usage)),
+    responses=responses((200, "Usage", Usage), errors=(ServiceUnavailable,)),
 )
 def get_usage(principal: Principal) -> Usage:
     return container.services().usage.current(principal)

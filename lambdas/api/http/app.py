@@ -8,7 +8,9 @@ process-wide class attributes, which is right on Lambda only.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -16,7 +18,13 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from lambdas.api.errors import ApiError, InternalError, Unauthorized
+from lambdas.api.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+)
 from lambdas.api.http import account, errors, executions, files, sessions
 from lambdas.api.http.common import (
     ERROR_CODES_EXTENSION,
@@ -148,8 +156,54 @@ def _document_path(resolver_path: str) -> str:
 
 
 def _is_public(event: dict[str, Any]) -> bool:
+    resource = event.get("resource")
+    if resource:
+        return resource in routes.PUBLIC_PATHS
     path = str(event.get("path") or "").rstrip("/")
     return path.endswith(tuple(routes.PUBLIC_PATHS))
+
+
+def _method_not_allowed(event: dict[str, Any]) -> MethodNotAllowed | None:
+    """A known resource reached with a method it does not route (its `ANY` method)."""
+    allowed = routes.allowed_methods(str(event.get("resource") or ""))
+    method = str(event.get("httpMethod") or "").upper()
+    if allowed and method and method not in allowed:
+        return MethodNotAllowed(method, allowed)
+    return None
+
+
+def _text_body(event: dict[str, Any]) -> dict[str, Any]:
+    """The body as text that is Unicode all through (InvalidRequest otherwise; the services
+    would fail on it with a 500): a base64 body must decode as UTF-8, and no JSON string may
+    hold a lone surrogate (`"\\ud800"` is valid JSON but no text: it cannot be encoded)."""
+    if not event.get("body"):
+        return event
+    text = str(event["body"])
+    if event.get("isBase64Encoded"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the request body is not UTF-8 JSON") from None
+        event = {**event, "body": text, "isBase64Encoded": False}
+    if _SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(text):
+        raise InvalidRequest("the request body holds a lone surrogate (\\ud800-\\udfff)")
+    return event
+
+
+# A JSON escape of a UTF-16 surrogate; only bodies with one are decoded to look further.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False  # not JSON (or too deep to read): the resolver says so
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _event_principal(event: dict[str, Any]) -> str | None:
@@ -188,7 +242,14 @@ def handle(event: dict[str, Any], context: Any, resolve: Resolve | None = None) 
     try:
         if not _is_public(event) and not _event_principal(event):
             # Before routing and body validation: without a key, nothing else is disclosed.
-            return errors.raw_error(Unauthorized())
+            return errors.raw_error(Forbidden())
+        wrong_method = _method_not_allowed(event)
+        if wrong_method is not None:
+            return errors.raw_error(wrong_method)
+        try:
+            event = _text_body(event)
+        except InvalidRequest as exc:
+            return errors.raw_error(exc)
         return (resolve or _resolve_on_lambda)(_as_json_request(event), context)
     except Exception:
         logger.exception("request could not be resolved")

@@ -12,10 +12,10 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from lambdas.api.errors import (
     ApiError,
+    Forbidden,
     InternalError,
     QuotaExceeded,
     RateLimited,
-    Unauthorized,
     registered_status_and_code,
 )
 from lambdas.api.models import ErrorBody
@@ -25,7 +25,7 @@ from lambdas.shared.routes import GREEDY_PATH_PARAMETER
 # the API function runs: a missing or unknown key (403), the usage plan's throttle and monthly
 # quota (429). `app.openapi_document` adds the keyed ones to every keyed operation.
 EVERY_ROUTE_ERRORS: tuple[type[ApiError], ...] = (InternalError,)
-KEYED_ROUTE_ERRORS: tuple[type[ApiError], ...] = (Unauthorized, RateLimited, QuotaExceeded)
+KEYED_ROUTE_ERRORS: tuple[type[ApiError], ...] = (Forbidden, RateLimited, QuotaExceeded)
 # The OpenAPI extension on an error response that lists the `error.code` values it may carry.
 ERROR_CODES_EXTENSION = "x-error-codes"
 
@@ -72,11 +72,11 @@ def _event(request: Request) -> APIGatewayProxyEvent:
 
 
 def caller(request: Request) -> str:
-    """The API key id API Gateway vouched for (Unauthorized without one)."""
+    """The API key id API Gateway vouched for (Forbidden without one)."""
     identity = _event(request).request_context.identity
     principal = identity.api_key_id if identity else None
     if not principal:
-        raise Unauthorized()
+        raise Forbidden()
     return principal
 
 

@@ -1,6 +1,7 @@
 """Error mapping: domain errors through the ONE registry in `lambdas/api/errors.py`, validation
-errors as 400 `INVALID_REQUEST`, unknown routes 404, anything unexpected 500 `INTERNAL` with a
-generic message (details go to the log only)."""
+errors as 400 `INVALID_REQUEST`, unknown routes 404, a known path's other methods 405 (with
+`Allow`), anything unexpected 500 `INTERNAL` with a generic message (details go to the log
+only)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lambdas.api.errors import (
     ApiError,
     InternalError,
     InvalidRequest,
+    MethodNotAllowed,
     RouteNotFound,
     error_body,
     status_and_code,
@@ -29,7 +31,15 @@ router = Router()
 @router.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[Any]:
     status, code = status_and_code(error)
-    return json_response(status, error_body(code, error.message, error.details))
+    response = json_response(status, error_body(code, error.message, error.details))
+    response.headers.update(error_headers(error))
+    return response
+
+
+def error_headers(error: ApiError) -> dict[str, str]:
+    if isinstance(error, MethodNotAllowed):
+        return {"Allow": ", ".join(error.allowed)}
+    return {}
 
 
 @router.exception_handler(RequestValidationError)
@@ -44,6 +54,14 @@ def _validation_error(error: RequestValidationError) -> Response[Any]:
     return api_error(
         InvalidRequest(f"invalid request: check {fields}", details={"errors": problems})
     )
+
+
+@router.exception_handler(RecursionError)
+def _nested_too_deeply(_: RecursionError) -> Response[Any]:
+    # Only request data nests without bound here: a body of `[[[[...` deeper than the JSON
+    # parser's stack. Logged in full, in case it ever is something else.
+    logger.warning("request nested too deeply", exc_info=True)
+    return api_error(InvalidRequest("the request body is nested too deeply"))
 
 
 @router.exception_handler(NotFoundError)
@@ -71,7 +89,7 @@ def raw_error(error: ApiError) -> dict[str, Any]:
     status, code = status_and_code(error)
     return {
         "statusCode": status,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(error)},
         "body": json.dumps(error_body(code, error.message, error.details)),
         "isBase64Encoded": False,
     }

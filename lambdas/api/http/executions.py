@@ -1,4 +1,5 @@
-"""Execution routes: run in a session, one-shot run, read an execution."""
+"""Execution routes: run in a session, one-shot run, read an execution (with its output so far
+while it runs), interrupt a running one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas.api import container
 from lambdas.api.errors import (
+    ExecutionFinished,
     ExecutionNotFound,
     InvalidPath,
     InvalidRequest,
@@ -18,6 +20,7 @@ from lambdas.api.errors import (
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
+    ServiceUnavailable,
     SessionBusy,
     SessionNotFound,
 )
@@ -26,6 +29,7 @@ from lambdas.api.models import (
     ExecuteAccepted,
     ExecuteRequest,
     ExecutionResult,
+    InterruptAccepted,
     OneShotExecuteRequest,
 )
 from lambdas.api.service.dispatch import ExecuteOutcome
@@ -39,8 +43,16 @@ _RUN_SUCCESS = (
     (200, "Finished", ExecutionResult),
     (202, "Still running after the sync window, or wait=false", ExecuteAccepted),
 )
-# Both runs: validation (400/413), the monthly quota and a throttled executor (429).
-_RUN_ERRORS = (InvalidRequest, PackageNotAllowed, PayloadTooLarge, QuotaExceeded, RateLimited)
+# Both runs: validation (400/413), the monthly quota and a throttled executor (429), storage
+# unreachable (503).
+_RUN_ERRORS = (
+    InvalidRequest,
+    PackageNotAllowed,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+)
 
 
 def _execute_response(outcome: ExecuteOutcome) -> Response[Any]:
@@ -80,7 +92,26 @@ def execute_one_shot(
 @router.get(
     routes.GET_EXECUTION.resolver_rule,
     summary="Get an execution result (status may be running)",
-    responses=responses((200, "The execution", ExecutionResult), errors=(ExecutionNotFound,)),
+    responses=responses(
+        (200, "The execution", ExecutionResult), errors=(ExecutionNotFound, ServiceUnavailable)
+    ),
 )
 def get_execution(principal: Principal, execution_id: Annotated[str, Path()]) -> ExecutionResult:
     return container.services().executions.get(principal, execution_id)
+
+
+@router.post(
+    routes.INTERRUPT_EXECUTION.resolver_rule,
+    status_code=202,
+    summary="Interrupt a running execution: its cell gets KeyboardInterrupt, the session keeps "
+    "its state, and it ends as `interrupted` (409 EXECUTION_FINISHED once it is over)",
+    responses=responses(
+        (202, "Interrupt requested", InterruptAccepted),
+        errors=(ExecutionNotFound, ExecutionFinished, ServiceUnavailable),
+    ),
+)
+def interrupt_execution(
+    principal: Principal, execution_id: Annotated[str, Path()]
+) -> Response[Any]:
+    accepted = container.services().executions.interrupt(principal, execution_id)
+    return json_response(202, accepted.model_dump(mode="json"))

@@ -14,6 +14,7 @@ from lambdas.api.errors import (
     InvalidPath,
     InvalidRequest,
     PayloadTooLarge,
+    ServiceUnavailable,
     SessionNotFound,
     TooManyFiles,
 )
@@ -24,7 +25,7 @@ from lambdas.shared import routes
 router = Router()
 Principal = Annotated[str, Depends(caller)]
 FilePath = Annotated[str, Depends(greedy_path)]
-_ONE_FILE_ERRORS = (InvalidPath, SessionNotFound, FileNotFound)
+_ONE_FILE_ERRORS = (InvalidPath, SessionNotFound, FileNotFound, ServiceUnavailable)
 
 
 @router.post(
@@ -32,7 +33,14 @@ _ONE_FILE_ERRORS = (InvalidPath, SessionNotFound, FileNotFound)
     summary="Presigned POST to upload a file into the session workspace",
     responses=responses(
         (200, "Upload form", FileUploadResponse),
-        errors=(InvalidRequest, InvalidPath, SessionNotFound, TooManyFiles, PayloadTooLarge),
+        errors=(
+            InvalidRequest,
+            InvalidPath,
+            SessionNotFound,
+            TooManyFiles,
+            PayloadTooLarge,
+            ServiceUnavailable,
+        ),
     ),
 )
 def create_upload(
@@ -46,7 +54,7 @@ def create_upload(
 @router.get(
     routes.LIST_FILES.resolver_rule,
     summary="List the session's files",
-    responses=responses((200, "The files", FileList), errors=(SessionNotFound,)),
+    responses=responses((200, "The files", FileList), errors=(SessionNotFound, ServiceUnavailable)),
 )
 def list_files(principal: Principal, session_id: Annotated[str, Path()]) -> FileList:
     return container.services().files.list(principal, session_id)

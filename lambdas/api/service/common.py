@@ -87,6 +87,16 @@ def execution_files_prefix(execution_id: str) -> str:
     return f"{execution_prefix(execution_id)}files/"
 
 
+def execution_output_prefix(execution_id: str) -> str:
+    """Where a running execution's output chunks go (lambdas/shared/live.py names them)."""
+    return f"{execution_prefix(execution_id)}out/"
+
+
+def interrupt_key(execution_id: str) -> str:
+    """The marker of an interrupt request, which the executor's parent polls."""
+    return f"{execution_prefix(execution_id)}interrupt"
+
+
 # --- file paths ---------------------------------------------------------------------------------
 
 

@@ -1,10 +1,12 @@
 """Dispatch: run inline when `timeout_ms` + a margin fits the sync window (fast path), else hand
 the run to the background port and wait up to the window (202 after it; `wait: false` → 202 at
-once)."""
+once). Either way a sync call answers within the window, whatever the executor does."""
 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from lambdas.api.models import ExecuteAccepted
@@ -29,6 +31,7 @@ class Dispatcher:
         self._deps = deps
         self._records = records
         self._runs = runs
+        self._inline = ThreadPoolExecutor(max_workers=256, thread_name_prefix="lci-inline")
 
     def start(self, job: Job) -> ExecuteOutcome:
         job.created_at = self._deps.now()
@@ -39,7 +42,18 @@ class Dispatcher:
             # an Idempotency-Key lets a retry find it meanwhile: then it is visible as running.
             if job.idempotency_key_hash:
                 self.put_running(job, with_job=False)
-            return ExecuteOutcome(result=self._runs.run_job(job, raise_throttled=True))
+            # On a thread, so a run that outlives the window (an executor that hangs) still
+            # answers 202 when the window closes and finishes behind it.
+            inline = self._inline.submit(self._runs.run_job, job, raise_throttled=True)
+            try:
+                return ExecuteOutcome(result=inline.result(timeout=window_ms / 1000))
+            except FutureTimeout:
+                self.put_running(job, with_job=False, only_if_absent=True)
+                return ExecuteOutcome(
+                    accepted=ExecuteAccepted(
+                        execution_id=job.execution_id, session_id=job.session_id
+                    )
+                )
 
         remote = self._deps.background.runs_remotely
         if remote or not job.wait:

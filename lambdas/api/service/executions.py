@@ -21,18 +21,19 @@ from lambdas.api.errors import (
     PayloadTooLarge,
     SessionBusy,
 )
-from lambdas.api.models import ExecuteRequest, OneShotExecuteRequest
+from lambdas.api.models import ExecuteRequest, InterruptAccepted, OneShotExecuteRequest
 from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import Deps, load_json, new_id, validate_path
 from lambdas.api.service.dispatch import Dispatcher, ExecuteOutcome
 from lambdas.api.service.idempotency import Idempotency
+from lambdas.api.service.live import LiveService
 from lambdas.api.service.packages import PackageService
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.run import RunService
 from lambdas.api.service.sessions import SessionService
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
-from lambdas.shared.models import ExecutionResult, InlineFile
+from lambdas.shared.models import ExecutionResult, ExecutionStatus, InlineFile
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -53,6 +54,7 @@ class ExecutionService:
         self._runs = RunService(deps, self._records, usage)
         self._idempotency = Idempotency(deps, self._records)
         self._dispatch = Dispatcher(deps, self._records, self._runs)
+        self._live = LiveService(deps)
 
     def execute_in_session(
         self,
@@ -144,7 +146,13 @@ class ExecutionService:
         record = self._deps.table.get_execution(execution_id)
         if not record or record.principal != principal:
             raise ExecutionNotFound()
-        return self._records.result_of(record)
+        result = self._records.result_of(record)
+        if result.status == ExecutionStatus.RUNNING:
+            return self._live.with_output_so_far(result)
+        return result
+
+    def interrupt(self, principal: str, execution_id: str) -> InterruptAccepted:
+        return self._live.interrupt(principal, execution_id)
 
     def run_stored_job(self, execution_id: str) -> ExecutionResult | None:
         """Background entry (LambdaBackground): run the job stored in the record, once."""

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from lambdas.api.domain import NotebookCell, SessionCommit
-from lambdas.api.errors import InvalidPath, RateLimited
+from lambdas.api.errors import InvalidPath, RateLimited, ServiceUnavailable
 from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import (
     Deps,
@@ -22,6 +22,7 @@ from lambdas.api.service.common import (
     store_json,
     validate_path,
 )
+from lambdas.api.service.live import live_channel
 from lambdas.api.service.records import ExecutionRecords, Job
 from lambdas.api.service.usage import UsageService
 from lambdas.shared import limits
@@ -58,7 +59,8 @@ class RunService:
 
         Whatever goes wrong ends as an `error` result in the record, except a throttled
         executor when `raise_throttled` (a synchronous caller): then the run is undone without a
-        trace (lease, record, idempotency claim) and RateLimited propagates as a 429.
+        trace (lease, record, idempotency claim) and RateLimited propagates as a 429; and
+        storage that cannot be reached to record the run (ServiceUnavailable, a 503).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
@@ -79,6 +81,10 @@ class RunService:
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
             return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
+        except ServiceUnavailable:
+            # Nothing can be recorded now (the lease expires on its own): the caller says 503.
+            logger.warning("execution %s not stored: storage unreachable", job.execution_id)
+            raise
         except Exception:
             logger.exception("storing execution %s failed", job.execution_id)
             result = failed_response(_minimal_invocation(job), "internal error").result
@@ -254,6 +260,7 @@ class RunService:
             unsynced_files = 0
         transfer = FilesTransfer(
             files=refs,
+            complete=unsynced_files == 0,
             upload=blobs.presigned_post(
                 key_prefix=prefix,
                 max_bytes=limits.MAX_OUTPUT_FILE_BYTES,
@@ -277,6 +284,7 @@ class RunService:
                 index_url=settings.WHEELHOUSE_URL or None,
                 allow_pypi=settings.NETWORK_MODE == "internet",
             ),
+            live=live_channel(blobs, job.execution_id, job.timeout_ms),
         )
         return invocation, unsynced_files
 

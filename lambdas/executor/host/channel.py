@@ -4,6 +4,9 @@ A channel is a socketpair for frames (protocol.py), the worker's stdout and stde
 C code and subprocesses write straight to the fds) and its output mirror. `exchange` sends the
 run request and waits on the wall clock, draining the pipes into capped buffers, until the
 worker answers, dies, or runs out of time; it says which in an `Outcome`.
+
+Only the worker speaks on its channel: the kernel tags every read with the sending process
+(SCM_CREDENTIALS), and bytes from anything the worker forked are dropped unread.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import os
 import select
 import signal
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from lambdas.executor import protocol
+from lambdas.executor.host import procs
 from lambdas.shared.models import ExecutorInvocation
 
-# Budgets around the user's timeout: state/file/package transfers before and after the cell.
+# Budgets of their own, never added to the user's timeout (see `Phase`): the state, file and
+# package transfers before the cell, and the state and file uploads after it.
 PREPARE_BUDGET_S = 120.0
 SAVE_BUDGET_S = 120.0
 PARTIAL_OUTPUT_GRACE_S = 0.2  # a timed-out cell gets this long to send what it printed
@@ -81,6 +87,13 @@ class WorkerHandle:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def exited(self, wait_s: float = 0.0) -> bool:
+        """Whether the worker is gone (waiting up to `wait_s` for it to be)."""
+        if self.pid_fd < 0:
+            return procs.is_zombie_or_gone(self.pid)
+        readable, _, _ = select.select([self.pid_fd], [], [], wait_s)
+        return bool(readable)
+
     @classmethod
     def unborn(cls, ends: ChannelEnds) -> WorkerHandle:
         """Our ends of a channel whose worker was never forked (only to close them)."""
@@ -115,6 +128,15 @@ class OutcomeKind(StrEnum):
     INVALID = "invalid"  # sent something that is not a valid frame
 
 
+class Phase(StrEnum):
+    """Where a run is, each phase with its own time budget. Phases only move forward, so no
+    frame can give a run more time than the three budgets together."""
+
+    PREPARE = "prepare"  # state, files and packages before the cell: PREPARE_BUDGET_S
+    RUN = "run"  # the cell: the user's timeout_ms, and nothing else
+    SAVE = "save"  # state and files after the cell: SAVE_BUDGET_S
+
+
 @dataclass
 class Outcome:
     kind: OutcomeKind
@@ -125,9 +147,33 @@ class Outcome:
     frame_bytes: int = 0
     out: CappedBuffer | None = None
     err: CappedBuffer | None = None
+    phase: Phase = Phase.RUN  # the phase the run ended in
 
 
-def _needs_prepare(inv: ExecutorInvocation) -> bool:
+class ExchangeObserver:
+    """Hooks for whoever watches a run while `exchange` waits on it (host/live.py): the cell
+    started after its transfers, the cell is done, and a tick at least every `wait_limit()`
+    seconds with the pipe buffers. This base class watches nothing."""
+
+    def wait_limit(self) -> float:
+        return float("inf")
+
+    def tick(self, out: CappedBuffer, err: CappedBuffer) -> None:
+        return None
+
+    def phase(self) -> None:
+        return None
+
+    def cell_done(self) -> None:
+        return None
+
+
+_NO_OBSERVER = ExchangeObserver()
+
+
+def needs_prepare(inv: ExecutorInvocation) -> bool:
+    """Whether the worker may transfer something before the cell: it then announces the cell's
+    start, so the transfers get PREPARE_BUDGET_S and never eat into (or extend) the timeout."""
     return (
         bool(inv.files and inv.files.files)
         or bool(inv.inline_files)
@@ -137,17 +183,26 @@ def _needs_prepare(inv: ExecutorInvocation) -> bool:
 
 
 def exchange(
-    worker: WorkerHandle, inv: ExecutorInvocation, payload: bytes, hard_deadline: float
+    worker: WorkerHandle,
+    inv: ExecutorInvocation,
+    payload: bytes,
+    hard_deadline: float,
+    prepares: bool = False,
+    run_id: str = "",
+    observer: ExchangeObserver = _NO_OBSERVER,
 ) -> Outcome:
-    """Send one run request and wait for its outcome; `hard_deadline` (monotonic) caps it all."""
+    """Send one run request and wait for its outcome; `hard_deadline` (monotonic) caps it all.
+    `prepares`: the request asked the worker to announce the cell's start (`needs_prepare`);
+    `run_id`: the request's `run`, which only this run's frames carry."""
     spec = inv.limits
     timeout_s = inv.timeout_ms / 1000
     hard = hard_deadline
-    deadline = time.monotonic() + timeout_s + (PREPARE_BUDGET_S if _needs_prepare(inv) else 0)
-    deadline = min(deadline, hard)
+    phase = Phase.PREPARE if prepares else Phase.RUN
+    deadline = min(time.monotonic() + (PREPARE_BUDGET_S if prepares else timeout_s), hard)
     out = CappedBuffer(spec.stream_bytes)
     err = CappedBuffer(spec.stream_bytes)
-    outcome = Outcome(OutcomeKind.CRASHED, out=out, err=err)
+    outcome = Outcome(OutcomeKind.CRASHED, out=out, err=err, phase=phase)
+    discard_stale_output(worker)
     sock = worker.sock
     try:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -167,7 +222,7 @@ def exchange(
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            if outcome.cell is None and not asked_for_partial:
+            if outcome.phase == Phase.RUN and not asked_for_partial:
                 asked_for_partial = True
                 with contextlib.suppress(OSError):
                     os.kill(worker.pid, signal.SIGUSR1)
@@ -176,29 +231,36 @@ def exchange(
             outcome.kind = OutcomeKind.TIMEOUT
             drain(worker, buffers)
             return outcome
-        for fd, _mask in poller.poll(remaining * 1000 + 1):
+        observer.tick(out, err)
+        wait = min(remaining, observer.wait_limit())
+        for fd, _mask in poller.poll(wait * 1000 + 1):
             if fd == worker.pid_fd:
                 # Dead, though a descendant may keep the socket open: take what is queued.
-                reader.feed(_recv_queued(sock))
-                frame = reader.pop()
-                while frame is not None:
-                    message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                    if isinstance(message, protocol.ResultFrame):
-                        outcome.kind, outcome.final = OutcomeKind.RESULT, message
-                    elif isinstance(message, protocol.SavingFrame):
-                        outcome.cell = message.cell
+                reader.feed(_recv_queued(sock, worker.pid))
+                with contextlib.suppress(protocol.ProtocolError):
                     frame = reader.pop()
+                    while frame is not None:
+                        message = protocol.parse_worker_frame(frame, spec.stream_bytes)
+                        if message is None or message.run != run_id:
+                            pass  # of no run, or of an earlier one
+                        elif isinstance(message, protocol.ResultFrame):
+                            outcome.kind, outcome.final = OutcomeKind.RESULT, message
+                        elif isinstance(message, protocol.SavingFrame):
+                            outcome.cell, outcome.phase = message.cell, Phase.SAVE
+                        frame = reader.pop()
                 drain(worker, buffers)
                 return outcome
             if fd != sock_fd:
                 read_fd(fd, buffers, poller)
                 continue
             try:
-                data = sock.recv(1 << 20)
+                data = recv_from(sock, worker.pid)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
                 data = b""
+            if data is None:
+                continue  # sent by a process user code forked: it never speaks for the worker
             if not data:
                 drain(worker, buffers)
                 return outcome  # crashed
@@ -208,17 +270,25 @@ def exchange(
                 frame = reader.pop()
                 while frame is not None:
                     message = protocol.parse_worker_frame(frame, spec.stream_bytes)
-                    if isinstance(message, protocol.PhaseFrame):
-                        deadline = min(time.monotonic() + timeout_s, hard)
+                    if message is None or message.run != run_id:
+                        pass  # of no run, or of an earlier one
+                    elif isinstance(message, protocol.PhaseFrame):
+                        if outcome.phase == Phase.PREPARE:
+                            outcome.phase = Phase.RUN
+                            observer.phase()
+                            deadline = min(time.monotonic() + timeout_s, hard)
                     elif isinstance(message, protocol.SavingFrame):
-                        outcome.cell = message.cell
-                        deadline = min(time.monotonic() + SAVE_BUDGET_S, hard)
+                        if outcome.phase != Phase.SAVE:
+                            observer.cell_done()
+                            outcome.cell, outcome.phase = message.cell, Phase.SAVE
+                            deadline = min(time.monotonic() + SAVE_BUDGET_S, hard)
                     elif isinstance(message, protocol.PartialFrame) and asked_for_partial:
                         outcome.partial = message.cell
                         outcome.kind = OutcomeKind.TIMEOUT
                         drain(worker, buffers)
                         return outcome
                     elif isinstance(message, protocol.ResultFrame):
+                        observer.cell_done()
                         outcome.kind = OutcomeKind.RESULT
                         outcome.final = message
                         drain(worker, buffers)
@@ -247,23 +317,64 @@ def read_fd(fd: int, buffers: dict[int, CappedBuffer], poller: Any) -> bool:
 
 def drain(worker: WorkerHandle, buffers: dict[int, CappedBuffer]) -> None:
     """Whatever the worker wrote to its fds before answering (bounded: at most 1 MiB
-    per pass, then the rest stays in the pipe and is dropped with the next run)."""
+    per pass, then the rest stays in the pipe and the next run discards it)."""
     for fd in (worker.out_fd, worker.err_fd):
         for _ in range(16):
             if not read_fd(fd, buffers, worker.poller):
                 break
 
 
-def _recv_queued(sock: socket.socket) -> bytes:
-    """Whatever is already queued on the socket, without waiting."""
+_CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def accept_credentials(sock: socket.socket) -> None:
+    """Have the kernel tag what arrives on our end of a worker's channel with its sender
+    (SCM_CREDENTIALS); one read then never mixes the bytes of two processes."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+
+
+def recv_from(sock: socket.socket, pid: int) -> bytes | None:
+    """The next bytes on the channel if the worker `pid` sent them; None for bytes from a
+    process it forked (which inherited the socket: libc's fork runs none of the worker's
+    at-fork hooks, sandbox/worker.py), b"" at end of file."""
+    data, ancillary, _flags, _address = sock.recvmsg(1 << 20, _CREDENTIALS_SPACE)
+    for level, kind, body in ancillary:
+        if (
+            level == socket.SOL_SOCKET
+            and kind == socket.SCM_CREDENTIALS
+            and len(body) >= _CREDENTIALS.size
+            and _CREDENTIALS.unpack_from(body)[0] != pid
+        ):
+            return None if data else b""
+    return data
+
+
+def _recv_queued(sock: socket.socket, pid: int) -> bytes:
+    """Whatever the worker `pid` already queued on the socket, without waiting."""
     chunks = []
     sock.setblocking(False)  # a timeout-mode socket would wait for more first
     while True:
         try:
-            chunk = sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError, OSError):
+            chunk = recv_from(sock, pid)
+        except OSError:  # BlockingIOError: nothing (more) queued
             break
+        if chunk is None:
+            continue
         if not chunk:
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def discard_stale_output(worker: WorkerHandle) -> None:
+    """Drop what reached the worker's fds between runs (a thread or process the last cell
+    left behind, output past the last drain): it belongs to no run, least of all this one."""
+    for fd in (worker.out_fd, worker.err_fd):
+        for _ in range(64):  # bounded: a writer that never stops does not hold the run up
+            try:
+                if not os.read(fd, _FD_READ_BYTES):
+                    break
+            except OSError:  # BlockingIOError: nothing (more) there
+                break

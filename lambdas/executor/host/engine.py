@@ -2,8 +2,9 @@
 
 It validates the invocation, hands it to the session's worker (pool.py forks one from the
 zygote when needed), runs the exchange over the worker's channel (channel.py: wall clock,
-capped fd output, partial output on timeout), turns whatever happened into an
-`ExecutorResponse` dict (results.py) and has the pool kill anything user code left behind.
+capped fd output, partial output on timeout) watched by a `RunMonitor` (live.py: live output,
+interrupts, the usage receipt), turns whatever happened into an `ExecutorResponse` dict
+(results.py) and has the pool kill anything user code left behind.
 It never unpickles and never holds state bytes.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -19,13 +21,17 @@ from pydantic import ValidationError
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs, results
-from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange
+from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange, needs_prepare
+from lambdas.executor.host.live import PresignedS3Transport, RunMonitor
 from lambdas.executor.host.pool import WorkerPool
 from lambdas.executor.host.zygote_client import EnvironmentStartError
 from lambdas.executor.settings import ExecutorSettings
-from lambdas.shared.models import ExecutorInvocation
+from lambdas.shared.models import ExecutionUsage, ExecutorInvocation
 
 logger = logging.getLogger(__name__)
+
+# A dying worker's channel ends a moment before its exit is visible (files close first).
+HUNG_UP_WAIT_S = 0.05
 
 
 class Engine:
@@ -72,6 +78,12 @@ class Engine:
     def invoke(self, event: Any, budget_ms: int | None = None) -> dict[str, Any]:
         """Run one invocation. `budget_ms` caps the whole call (on Lambda: the time left before
         the function itself would be killed), so a late cell still gets a `timeout` result."""
+        response = self._invoke(event, budget_ms)
+        # A run that never reached a worker used nothing; every result carries a receipt.
+        response["result"].setdefault("usage", ExecutionUsage().model_dump())
+        return response
+
+    def _invoke(self, event: Any, budget_ms: int | None) -> dict[str, Any]:
         started = time.perf_counter()
         hard_deadline = (
             time.monotonic() + budget_ms / 1000 if budget_ms is not None else float("inf")
@@ -107,20 +119,41 @@ class Engine:
     ) -> dict[str, Any]:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
+        prepares = needs_prepare(inv)
+        run_id = secrets.token_hex(8)
         request = protocol.RunRequest(
             one_shot=inv.session_id is None,
-            inv=inv.model_dump(mode="json"),
+            # The live channel is the parent's alone (host/live.py): the worker never sees it.
+            inv=inv.model_dump(mode="json", exclude={"live"}),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
+            announce_run=prepares,
+            run=run_id,
         )
         payload = protocol.encode_model(request)
-        outcome = exchange(worker, inv, payload, hard_deadline)
+        monitor = RunMonitor(
+            worker.pid,
+            worker.mirror_fd,
+            inv.limits.stream_bytes,
+            PresignedS3Transport(inv.live) if inv.live is not None else None,
+        )
+        monitor.started()
+        try:
+            outcome = exchange(worker, inv, payload, hard_deadline, prepares, run_id, monitor)
+        except BaseException:
+            monitor.abandon()  # no upload or poll may outlive the invocation
+            raise
+        monitor.finish(outcome.out, outcome.err)
         response = results.respond(inv, worker.mirror_fd, outcome, started, cold_start)
+        status = None
         if inv.session_id is None or outcome.kind != OutcomeKind.RESULT:
             crashed = outcome.kind == OutcomeKind.CRASHED
+            # Alive after its channel ended: the status would only be our own kill.
+            hung_up = crashed and not worker.exited(HUNG_UP_WAIT_S)
             status = self._pool.release(worker, want_status=crashed)
             if crashed:
-                results.explain_crash(response, status, inv.limits.memory_mb)
+                results.explain_crash(response, status, inv.limits.memory_mb, hung_up)
+        monitor.apply(response, status)
         self._pool.clean_up_after_run()
         response["result"]["duration_ms"] = int((time.perf_counter() - started) * 1000)
         self._pool.evict_over_capacity()

@@ -17,7 +17,7 @@ from typing import Any
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs
-from lambdas.executor.host.channel import ChannelEnds, WorkerHandle
+from lambdas.executor.host.channel import ChannelEnds, WorkerHandle, accept_credentials
 from lambdas.executor.host.zygote_client import ZygoteClient
 from lambdas.executor.sandbox import workspace
 from lambdas.executor.settings import ExecutorSettings
@@ -112,6 +112,7 @@ class WorkerPool:
     def _send_fork(self, warm: bool) -> ChannelEnds:
         assert self.zygote is not None
         parent_sock, child_sock = socket.socketpair()
+        accept_credentials(parent_sock)  # before the worker exists: it is tagged from the start
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         mirror_fd = -1
@@ -167,7 +168,11 @@ class WorkerPool:
         """The session's live worker, or a new one forked for it or for a one-shot run."""
         if session_id is not None:
             worker = self.workers.get(session_id)
-            if worker is not None:
+            if worker is not None and worker.exited():
+                # Ended between runs by something its last cell left running (a thread, a
+                # timer): this run gets a new worker, which restores the committed state.
+                self.release(worker, want_status=False)
+            elif worker is not None:
                 self.workers.move_to_end(session_id)
                 return worker
         try:

@@ -15,12 +15,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambdas.executor import protocol
-from lambdas.executor.host.channel import CappedBuffer, Outcome, OutcomeKind
+from lambdas.executor.host.channel import (
+    PREPARE_BUDGET_S,
+    CappedBuffer,
+    Outcome,
+    OutcomeKind,
+    Phase,
+)
 from lambdas.shared.models import ExecutorInvocation
 
-NEAR_MEMORY_LIMIT_FRACTION = 0.75  # a crash with this much resident counts as out of memory
+# A worker killed by how memory exhaustion kills (the OOM killer's SIGKILL, C++'s abort on a
+# failed allocation) with this much of its limit resident ran out of memory; any other death
+# is reported by its signal, whatever it had allocated before.
+NEAR_MEMORY_LIMIT_FRACTION = 0.75
+OUT_OF_MEMORY_SIGNALS = frozenset({signal.SIGKILL, signal.SIGABRT})
 DROPPED_OUTPUT = {"text/plain": "<output dropped: the result size limit was reached>"}
 WORKER_CRASHED = "WorkerCrashed"
+SESSION_COMES_BACK = "the session's variables come back from its last saved state on the next run"
 
 
 def respond(
@@ -53,8 +64,15 @@ def respond(
     else:
         partial = False
     result = (cell or protocol.Cell()).model_dump()
+    in_session = inv.session_id is not None
     if outcome.kind == OutcomeKind.TIMEOUT:
-        if cell is None or partial:
+        if outcome.phase == Phase.PREPARE:
+            message = (
+                "preparing the run (session state, files, packages) did not finish in time "
+                f"(its own budget is {PREPARE_BUDGET_S:.0f} s); the code did not run"
+            )
+            _fail(result, "timeout", protocol.CellError(name="TimeoutError", value=message))
+        elif cell is None or partial:
             _fail(
                 result,
                 "timeout",
@@ -65,15 +83,18 @@ def respond(
             )
         else:
             warnings.append("the session state and files were not saved: saving timed out")
-        warnings.append(
-            "the session worker was stopped; its variables come back from the "
-            "last saved state on the next execution"
-        )
+        if in_session:
+            warnings.append(f"the session's worker was stopped; {SESSION_COMES_BACK}")
     elif outcome.kind in (OutcomeKind.CRASHED, OutcomeKind.INVALID):
         if cell is None or partial:
-            detail = outcome.detail or "it exited unexpectedly"
+            if outcome.kind == OutcomeKind.INVALID:
+                detail = f"the worker's answer was not valid ({outcome.detail}); it was stopped"
+                if in_session:
+                    detail += f"; {SESSION_COMES_BACK}"
+            else:
+                detail = "the worker exited unexpectedly"  # explain_crash says how
             _fail(result, "error", protocol.CellError(name=WORKER_CRASHED, value=detail))
-        else:
+        elif in_session:
             warnings.append("the session state and files were not saved: the worker died")
     merge_fd_output(result, "stdout", outcome.out, spec.stream_bytes)
     merge_fd_output(result, "stderr", outcome.err, spec.stream_bytes)
@@ -190,42 +211,53 @@ def fit_result(result: dict[str, Any], cap: int) -> None:
         size = new_size
 
 
-def _describe_exit(status: list[Any] | None) -> str:
+def _death(status: list[Any] | None) -> tuple[str, int | None]:
+    """How the worker ended, in words, and the signal that ended it (None: it exited)."""
     if not status:
-        return "it exited unexpectedly"
+        return "the worker exited unexpectedly", None
     kind, code = status[0], status[1]
-    if kind == "signal":
+    if kind == "signal" and isinstance(code, int):
         try:
             name = signal.Signals(code).name
         except ValueError:
-            name = str(code)
-        return f"it was killed by signal {name}"
-    return f"it exited with code {code}"
+            name = f"signal {code}"
+        if code == signal.SIGXCPU:
+            name += " (its CPU time limit)"
+        return f"the worker died with {name}", code
+    return f"the worker exited with code {code}", None
 
 
-def explain_crash(response: dict[str, Any], status: list[Any] | None, memory_mb: int) -> None:
+def explain_crash(
+    response: dict[str, Any], status: list[Any] | None, memory_mb: int, hung_up: bool = False
+) -> None:
     """Say how the worker died (`status` as the zygote reaped it: how, code, peak resident
-    KiB); a death with the resident set near the address-space limit (C code that aborts or
-    crashes when an allocation fails) counts as `memory_exceeded`."""
+    KiB). Only a death the way memory exhaustion kills, near the limit, is `memory_exceeded`
+    (a MemoryError the cell raised is reported by the worker itself); anything else is a
+    `WorkerCrashed` named by its signal or exit code. `hung_up`: it was alive but had closed
+    its channel, so the status is the parent's own kill and says nothing."""
     result = response["result"]
     error = result.get("error")
     if error is None or error.get("name") != WORKER_CRASHED:
         return
     peak_kb = status[2] if status and len(status) > 2 and isinstance(status[2], int) else 0
     near_limit = peak_kb * 1024 >= NEAR_MEMORY_LIMIT_FRACTION * memory_mb * 1024 * 1024
-    if near_limit and status and status[:2] != ["exit", 0]:
+    death, killed_by = _death(status)
+    if hung_up:
+        message = "the worker closed its channel to the executor without answering; it was stopped"
+    elif near_limit and killed_by in OUT_OF_MEMORY_SIGNALS:
         result["status"] = "memory_exceeded"
         error["name"] = "MemoryError"
-        error["value"] = (
-            f"the session worker died near its memory limit ({memory_mb} MB address space, "
-            f"{peak_kb // 1024} MB resident at the peak): {_describe_exit(status)}"
+        message = (
+            f"the cell ran out of memory: {death} near its memory limit ({memory_mb} MB "
+            f"address space, {peak_kb // 1024} MB resident at the peak)"
         )
     else:
-        error["value"] = (
-            f"the session worker died: {_describe_exit(status)}; the environment keeps serving "
-            "and the session's variables come back from the last saved state on the next "
-            "execution"
-        )
+        message = death
+        if near_limit:
+            message += f" ({peak_kb // 1024} MB resident, near its {memory_mb} MB limit)"
+    if result.get("session_id") is not None:
+        message += f"; {SESSION_COMES_BACK}"
+    error["value"] = message
     for output in result["outputs"]:
         if output.get("output_type") == "error" and output.get("ename") == WORKER_CRASHED:
             output["ename"] = error["name"]

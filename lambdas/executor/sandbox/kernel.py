@@ -8,6 +8,7 @@ data, the execute_result and the error. Nothing here talks to the parent.
 from __future__ import annotations
 
 import codecs
+import codeop
 import contextlib
 import io
 import os
@@ -16,6 +17,8 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +27,9 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from lambdas.executor.sandbox import mime, tracebacks
+from lambdas.executor.sandbox.tracebacks import PACKAGES_HINT
+
 DEEP_TRACEBACK_FRAMES = 50
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # `!pip install x`, `!pip3 install x`, `!python -m pip install x`: the arguments after "pip".
@@ -31,7 +37,6 @@ _PIP_COMMAND = re.compile(r"^\s*(?:pip3?|python3?(?:\.\d+)?\s+-m\s+pip)\s+(.*)$"
 # pip options that would fetch from elsewhere than this deployment's wheelhouse.
 _PIP_SOURCE_OPTIONS = ("-r", "--requirement", "-e", "--editable", "-i", "--index-url",
                        "--extra-index-url", "-f", "--find-links", "-t", "--target")  # fmt: skip
-_PACKAGES_HINT = "GET /v1/packages lists what this deployment offers"
 
 
 def strip_ansi(text: str) -> str:
@@ -63,6 +68,12 @@ def collapse_repeats(entries: list[str], keep: int = 3) -> list[str]:
     return collapsed
 
 
+# What an output costs in the answer beyond its data (the JSON of the output dict): counted so
+# that a loop of a million tiny display() calls runs out of room, not the answer's frame.
+OUTPUT_OVERHEAD_BYTES = 100
+MAX_CELL_WARNINGS = 50  # distinct warnings of one cell; a loop repeats the same one
+
+
 def mime_bundle_size(data: dict[str, Any]) -> int:
     return sum(
         len(value) if isinstance(value, str) else len(repr(value)) for value in data.values()
@@ -83,8 +94,8 @@ class CellCapture:
         self.memory_error = False
         self.warnings: list[str] = []
         self._open_stream: dict[str, Any] | None = None
-        # protocol.OutputMirror of the worker: kept stream text also lands where the parent
-        # can read it if the worker dies before answering.
+        # protocol.OutputMirror of the worker: kept stream text (and displays) also land where
+        # the parent can read them while the cell runs, or if the worker dies before answering.
         self.mirror: Any = None
 
     def add_stream(self, name: str, text: str) -> None:
@@ -114,23 +125,34 @@ class CellCapture:
             self.outputs.append(current)
             self._open_stream = current
 
+    def warn(self, text: str) -> None:
+        if text not in self.warnings and len(self.warnings) < MAX_CELL_WARNINGS:
+            self.warnings.append(text)
+
     def _fits(self, data: dict[str, Any]) -> bool:
-        size = mime_bundle_size(data)
+        size = mime_bundle_size(data) + OUTPUT_OVERHEAD_BYTES
         if size > self.display_room:
-            self.warnings.append("an output was dropped: the result size limit was reached")
+            self.warn("outputs were dropped: the result size limit was reached")
             return False
         self.display_room -= size
         return True
 
     def add_display(self, data: dict[str, Any], metadata: dict[str, Any] | None) -> None:
+        data = mime.clean_bundle(data)
         if not self._fits(data):
             return
         self._open_stream = None
-        self.outputs.append(
-            {"output_type": "display_data", "data": data, "metadata": metadata or {}}
-        )
+        output = {
+            "output_type": "display_data",
+            "data": data,
+            "metadata": mime.clean_metadata(metadata),
+        }
+        self.outputs.append(output)
+        if self.mirror is not None:
+            self.mirror.append_display(output)
 
     def set_result(self, data: dict[str, Any], metadata: dict[str, Any], count: int) -> None:
+        data = mime.clean_bundle(data)
         if not self._fits(data):
             return
         self._open_stream = None
@@ -140,7 +162,7 @@ class CellCapture:
                 "output_type": "execute_result",
                 "execution_count": count,
                 "data": data,
-                "metadata": metadata or {},
+                "metadata": mime.clean_metadata(metadata),
             }
         )
 
@@ -155,6 +177,8 @@ class CellCapture:
     def clear(self) -> None:
         self.outputs.clear()
         self._open_stream = None
+        if self.mirror is not None:
+            self.mirror.append_clear()
 
     def finished_outputs(self) -> list[dict[str, Any]]:
         for output in self.outputs:
@@ -167,9 +191,12 @@ class CellCapture:
 
 
 class _Sink:
-    """Where the shell's hooks write; the worker swaps `capture` for every cell."""
+    """Where the shell's hooks write; the worker swaps `capture` for every cell. In a process
+    user code forked from the worker, `to_fds` sends stream text straight to the fds instead
+    (the parent reads them as the run's output; the child's capture would be lost)."""
 
     capture: CellCapture = CellCapture(0, 0)
+    to_fds: bool = False
 
 
 SINK = _Sink()
@@ -199,6 +226,10 @@ class CapturedStream(io.TextIOBase):
     def write(self, text: str) -> int:  # type: ignore[override]
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if SINK.to_fds:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, text.encode("utf-8", "backslashreplace"))
+            return len(text)
         SINK.capture.add_stream(self._name, text)
         return len(text)
 
@@ -210,6 +241,7 @@ class _CapturingDisplayPublisher(DisplayPublisher):
     def publish(  # type: ignore[override]
         self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs
     ) -> None:
+        self._validate_data(data, metadata)  # TypeError for the user, as IPython raises
         SINK.capture.add_display(data, metadata)
 
     def clear_output(self, wait: bool = False) -> None:
@@ -270,35 +302,62 @@ def run_pip(shell: SandboxShell, argv: list[str]) -> None:
     if command != "install":
         raise PackageNotAvailable(
             f"`pip {command}` is not available here: only `%pip install <package>` (whitelisted "
-            f"packages) and `%pip list` work; {_PACKAGES_HINT}"
+            f"packages) and `%pip list` work; {PACKAGES_HINT}"
         )
     refused = [arg for arg in argv[1:] if arg.split("=", 1)[0] in _PIP_SOURCE_OPTIONS]
     if refused:
         raise PackageNotAvailable(
             f"pip option {refused[0]} is not supported: packages come only from this "
-            f"deployment's whitelist; {_PACKAGES_HINT}"
+            f"deployment's whitelist; {PACKAGES_HINT}"
         )
     specs = [arg for arg in argv[1:] if not arg.startswith("-")]
     if not specs:
         raise PackageNotAvailable("name the packages to install: %pip install <package> ...")
     if shell.package_installer is None:
         raise PackageNotAvailable(
-            f"on-demand packages are not available in this environment; {_PACKAGES_HINT}"
+            f"on-demand packages are not available in this environment; {PACKAGES_HINT}"
         )
+    _refuse_unsatisfiable_pins(specs)  # what is importable already
     try:
         for line in shell.package_installer(specs):
             print(line)
     except Exception as exc:
-        raise PackageNotAvailable(f"{exc}; {_PACKAGES_HINT}") from None
+        raise PackageNotAvailable(f"{exc}; {PACKAGES_HINT}") from None
+    _refuse_unsatisfiable_pins(specs)  # what was just installed
     for spec in specs:
         name = re.split(r"[\s<>=!~;\[]", spec.strip(), maxsplit=1)[0]
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-        pinned = "==" in spec and spec.split("==", 1)[1].strip() != version
-        note = f" (this deployment pins {name} at {version})" if pinned else ""
-        print(f"{name} {version} is ready to import{note}")
+        print(f"{name} {version} is ready to import")
+
+
+def _refuse_unsatisfiable_pins(specs: list[str]) -> None:
+    """`pip install requests==1.0` when the whitelist pins requests at 2.34.2 must fail, not
+    report success: the code that asked for 1.0 would run against another version."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    conflicts = []
+    for spec in specs:
+        try:
+            requirement = Requirement(spec)
+        except InvalidRequirement:
+            continue  # the installer says what is wrong with it
+        if not requirement.specifier:
+            continue
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            continue
+        if not requirement.specifier.contains(version, prereleases=True):
+            conflicts.append(
+                f"{spec} cannot be installed: this deployment pins {requirement.name} at {version}"
+            )
+    if conflicts:
+        raise PackageNotAvailable(f"{'; '.join(conflicts)}; {PACKAGES_HINT}")
 
 
 class SandboxShell(InteractiveShell):
@@ -307,6 +366,8 @@ class SandboxShell(InteractiveShell):
     # Set by the worker once it knows the deployment's wheelhouse: installs whitelisted
     # packages (requirement specs in, one message per install out).
     package_installer: Callable[[list[str]], list[str]] | None = None
+    # While an object is being displayed: what its rich reprs raised (_guard_display_formatter).
+    format_failures: list[str] | None = None
 
     def enable_gui(self, gui=None) -> None:
         return None  # the inline matplotlib backend needs no event loop
@@ -362,37 +423,113 @@ class SandboxShell(InteractiveShell):
 
     def ask_exit(self) -> None:
         """`exit()` / `quit()`: a session ends through the API, not from inside a cell."""
-        SINK.capture.warnings.append(
+        SINK.capture.warn(
             "exit() does nothing here: the session keeps running (delete it through the API)"
         )
 
     def showtraceback(self, exc_tuple=None, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        try:
+            etype, value, tb = self._get_exc_info(exc_tuple)
+        except ValueError:
+            super().showtraceback(exc_tuple, *args, **kwargs)
+            return
+        if self.format_failures is not None:
+            # A rich repr raised while an object was being displayed: IPython would show the
+            # traceback as the cell's error; the object is shown as text instead (_format).
+            self.format_failures.append(f"{getattr(etype, '__name__', 'Error')}: {safe_str(value)}")
+            return
+        tb = tracebacks.for_user(value, tb)
+        exc_tuple = (etype, value, tb)
+        if isinstance(value, BaseExceptionGroup):
+            # IPython prints exception groups to stderr itself, from its own frame on.
+            skipped = tb.tb_next if tb is not None else None  # the shell's frame (tb_offset)
+            self._showtraceback(etype, value, _format_exception(etype, value, skipped))
+            return
+        error_before = SINK.capture.error
         # Context mode (stack_data) needs seconds for a deep stack such as a RecursionError;
         # plain formatting is instant and still collapses the repeated frames.
-        try:
-            _etype, _value, tb = self._get_exc_info(exc_tuple)
-        except ValueError:
-            tb = None
         depth = 0
-        while tb is not None and depth <= DEEP_TRACEBACK_FRAMES:
-            tb = tb.tb_next
+        entry = tb
+        while entry is not None and depth <= DEEP_TRACEBACK_FRAMES:
+            entry = entry.tb_next
             depth += 1
         if depth <= DEEP_TRACEBACK_FRAMES:
             super().showtraceback(exc_tuple, *args, **kwargs)
-            return
-        mode = self.InteractiveTB.mode
-        self.InteractiveTB.set_mode("Plain")
-        try:
-            super().showtraceback(exc_tuple, *args, **kwargs)
-        finally:
-            self.InteractiveTB.set_mode(mode)
+        else:
+            mode = self.InteractiveTB.mode
+            self.InteractiveTB.set_mode("Plain")
+            try:
+                super().showtraceback(exc_tuple, *args, **kwargs)
+            finally:
+                self.InteractiveTB.set_mode(mode)
+        if SINK.capture.error is error_before:
+            # IPython printed it some other way (an exception group, a `_render_traceback_`
+            # that failed): every failed cell still gets its error.
+            self._showtraceback(etype, value, _exception_only(etype, value))
+
+    def show_usage_error(self, exc: BaseException) -> None:
+        """`%no_such_magic`: an error of the cell, as Jupyter reports it, not just stderr."""
+        self._showtraceback(type(exc), exc, [f"UsageError: {safe_str(exc)}"])
 
     def _showtraceback(self, etype, evalue, stb: list[str]) -> None:
         capture = SINK.capture
         if isinstance(etype, type) and issubclass(etype, MemoryError):
             capture.memory_error = True
-        name = getattr(etype, "__name__", str(etype))
-        capture.set_error(name, str(evalue), list(stb))
+        if isinstance(etype, type) and issubclass(etype, SystemExit):
+            capture.warn(
+                "SystemExit ends the cell, not the session (a session ends when it is deleted "
+                "through the API)"
+            )
+        name = getattr(etype, "__name__", None)
+        capture.set_error(name if isinstance(name, str) else "Error", safe_str(evalue), list(stb))
+
+
+def safe_str(value: Any) -> str:
+    """str() of a user's exception, which may itself raise."""
+    try:
+        text = str(value)
+    except Exception:
+        return f"<{type(value).__name__} whose str() failed>"
+    return text if type(text) is str else f"<{type(value).__name__}>"
+
+
+def _format_exception(etype: Any, value: BaseException, tb: Any) -> list[str]:
+    try:
+        return traceback.format_exception(etype, value, tb)
+    except Exception:
+        return _exception_only(etype, value)
+
+
+def _exception_only(etype: Any, value: BaseException) -> list[str]:
+    try:
+        return traceback.format_exception_only(etype, value)
+    except Exception:
+        return [f"{getattr(etype, '__name__', 'Error')}: {safe_str(value)}\n"]
+
+
+def _guard_display_formatter(shell: SandboxShell) -> None:
+    """An object whose rich repr raises is shown as text/plain with a warning (as IPython
+    shows it as text after printing the traceback), never as an error of the cell."""
+    formatter = shell.display_formatter
+    assert formatter is not None  # built by InteractiveShell.__init__
+    format_object = formatter.format
+
+    def format(obj: Any, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        outer, shell.format_failures = shell.format_failures, []
+        try:
+            data, metadata = format_object(obj, include=include, exclude=exclude)
+        finally:
+            failures, shell.format_failures = shell.format_failures, outer
+        if failures:
+            data = dict(data)
+            data.setdefault("text/plain", mime.safe_repr(obj))
+            SINK.capture.warn(
+                f"a rich display of an object of type {type(obj).__name__} failed "
+                f"({'; '.join(failures)}); it is shown as text/plain"
+            )
+        return data, metadata
+
+    formatter.format = format  # type: ignore[method-assign]
 
 
 def build_shell(ipython_dir: str) -> SandboxShell:
@@ -406,6 +543,12 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     shell.display_pub = _CapturingDisplayPublisher(shell=shell)
     shell.displayhook = _CapturingDisplayHook(shell=shell)
     shell.display_trap.hook = shell.displayhook
+    _guard_display_formatter(shell)
+    # A cell is always complete: `print(` is a SyntaxError ("'(' was never closed"), not
+    # codeop's private `_IncompleteInputError: incomplete input`.
+    shell.compile.flags &= ~getattr(codeop, "PyCF_ALLOW_INCOMPLETE_INPUT", 0)
+    # IPython's terminal advice on SystemExit, with its own path; _showtraceback says better.
+    warnings.filterwarnings("ignore", message=r"To exit: use 'exit', 'quit', or Ctrl-D\.")
     # matplotlib missing or broken: plots are simply not captured.
     with contextlib.suppress(Exception):
         shell.enable_matplotlib("inline")
@@ -420,7 +563,7 @@ def _refuse_package_manager(name: str) -> Callable[[str], None]:
     def refuse(line: str) -> None:
         raise PackageNotAvailable(
             f"{name} is not available here: `%pip install <package>` installs whitelisted "
-            f"packages; {_PACKAGES_HINT}"
+            f"packages; {PACKAGES_HINT}"
         )
 
     return refuse
@@ -432,6 +575,21 @@ def run_cell(shell: InteractiveShell, code: str, execution_count: int) -> None:
     shell.run_cell(textwrap.dedent(code), store_history=True)
 
 
+_STREAMS: list[CapturedStream] = []
+
+
 def install_streams() -> None:
-    sys.stdout = CapturedStream("stdout", 1)
-    sys.stderr = CapturedStream("stderr", 2)
+    _STREAMS[:] = [CapturedStream("stdout", 1), CapturedStream("stderr", 2)]
+    sys.stdout, sys.stderr = _STREAMS
+
+
+def ensure_streams() -> None:
+    """Before a cell: streams an earlier cell replaced or closed come back."""
+    if (
+        len(_STREAMS) != 2
+        or sys.stdout is not _STREAMS[0]
+        or sys.stderr is not _STREAMS[1]
+        or _STREAMS[0].closed
+        or _STREAMS[1].closed
+    ):
+        install_streams()

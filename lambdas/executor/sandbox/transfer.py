@@ -6,6 +6,7 @@ invariant 3) and never needs network access for them; the URLs only allow this s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import urllib.request
@@ -72,9 +73,10 @@ Content = bytes | int | list[memoryview | bytes]  # bytes, an open fd, or chunks
 
 
 def _multipart(
-    fields: dict[str, str], content: Content, size: int, content_type: str
+    fields: dict[str, str], content: Content, size: int, content_type: str, digest: Any = None
 ) -> tuple[str, int, Iterator[bytes | memoryview]]:
-    """multipart/form-data body for an S3 POST: policy fields first, the file last."""
+    """multipart/form-data body for an S3 POST: policy fields first, the file last (fed to
+    `digest` too, when given, as it goes out)."""
     boundary = "lci" + secrets.token_hex(16)
     head = bytearray()
     for name, value in fields.items():
@@ -87,8 +89,7 @@ def _multipart(
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
-    def body() -> Iterator[bytes | memoryview]:
-        yield bytes(head)
+    def chunks() -> Iterator[bytes | memoryview]:
         if isinstance(content, bytes):
             yield content
         elif isinstance(content, list):
@@ -97,18 +98,39 @@ def _multipart(
         else:
             while chunk := os.read(content, _CHUNK):
                 yield chunk
+
+    def body() -> Iterator[bytes | memoryview]:
+        yield bytes(head)
+        for chunk in chunks():
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
         yield tail
 
     return boundary, len(head) + size + len(tail), body()
 
 
-def upload(post: dict[str, Any], key: str, content: Content, size: int, content_type: str) -> None:
-    """POST `content` (`size` bytes) under `key` with a presigned POST."""
+def upload(
+    post: dict[str, Any],
+    key: str,
+    content: Content,
+    size: int,
+    content_type: str,
+    checksum: bool = False,
+    timeout: float = HTTP_TIMEOUT_SECONDS,
+) -> str | None:
+    """POST `content` (`size` bytes) under `key` with a presigned POST.
+
+    checksum: return the stored object's ETag, S3's own if it answers one, else the MD5 of
+    what was sent (S3's ETag of a single-part upload with S3-managed keys). A wrong guess costs
+    one download later, never a stale file (lambdas/executor/sandbox/workspace.py SyncedFiles).
+    """
     fields = dict(post["fields"])
     fields["key"] = key
     # A policy that pins the content type wins over the guessed one.
     content_type = fields.get("Content-Type") or fields.get("content-type") or content_type
-    boundary, length, body = _multipart(fields, content, size, content_type)
+    digest = hashlib.md5(usedforsecurity=False) if checksum else None
+    boundary, length, body = _multipart(fields, content, size, content_type, digest)
     request = urllib.request.Request(  # noqa: S310 - presigned http(s) URL
         post["url"],
         data=cast("Iterator[bytes]", body),  # http.client sends memoryviews as they are
@@ -119,9 +141,13 @@ def upload(post: dict[str, Any], key: str, content: Content, size: int, content_
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = response.status
+            answered_etag = response.headers.get("ETag")
     except Exception as exc:
         raise TransferError(f"upload failed: {type(exc).__name__}") from exc
     if status >= 300:
         raise TransferError(f"upload failed: HTTP {status}")
+    if digest is None:
+        return None
+    return str(answered_etag).strip('"') if answered_etag else digest.hexdigest()

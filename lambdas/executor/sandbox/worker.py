@@ -4,6 +4,11 @@ It applies the sandbox (rlimits, scrubbed environment, workspace as cwd) before 
 cell, restores the session snapshot when it does not hold the committed version, syncs the
 session files, runs the cell with IPython semantics, then snapshots and uploads the namespace
 and the changed files through presigned URLs. It only ever talks JSON frames to the parent.
+
+The channel is the worker's alone: a process user code forks (os.fork, multiprocessing) loses
+it at once (an at-fork hook), prints straight to the fds, and exits when its copy of the cell
+ends, so it can never answer for the worker (issue 11). What a cell changes about the process
+that would break the next run is put back around every cell (sandbox/hygiene.py).
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ import os
 import resource
 import signal
 import socket
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lambdas.executor import protocol
-from lambdas.executor.sandbox import kernel, packages, snapshot, transfer, workspace
+from lambdas.executor.sandbox import hygiene, kernel, packages, snapshot, transfer, workspace
 from lambdas.shared import limits
 
 # Variables kept from the zygote's (already scrubbed) environment; everything else goes.
@@ -84,15 +89,44 @@ def reset_cpu_limit(cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
-def _reap_children() -> None:
+def _reap_children() -> set[int]:
     """Collect zombies of processes the parent killed after the previous cell."""
+    reaped: set[int] = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
+            return reaped
+        reaped.add(pid)
+
+
+def _interrupt_outside_cell(signum: int, frame: Any) -> None:
+    """SIGINT between cells (transfers, saving) is dropped: the parent asks again while the
+    cell it meant still runs."""
+
+
+def _accept_interrupts(accept: bool) -> None:
+    """SIGINT from the parent (an interrupt requested through the API) reaches a running cell as
+    KeyboardInterrupt, as in Jupyter (Python's own handler: no frame of ours in the traceback);
+    the cell fails and its namespace is kept and saved. A handler the cell set stays."""
+    current = signal.getsignal(signal.SIGINT)
+    if accept and current is _interrupt_outside_cell:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    elif not accept and current is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt_outside_cell)
+
+
+def _stop_accepting_interrupts() -> None:
+    """After the cell: an interrupt that arrives while the handler is swapped back is the
+    cell's (raised here, dropped), never the saving's."""
+    while True:
+        try:
+            _accept_interrupts(False)
             return
+        except KeyboardInterrupt:
+            continue
 
 
 class PackageError(Exception):
@@ -112,10 +146,12 @@ class Worker:
         self.workspace = ""
         self.package_cache = ""
         self.held_version: int | None = None
-        self.file_etags: dict[str, str] = {}
-        self.uploaded_prints: dict[str, workspace.Fingerprint] = {}
+        self.synced_files = workspace.SyncedFiles()
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
+        self.pid = os.getpid()  # a process with another pid was forked by user code
+        self.run_id = ""  # the current run's, echoed in every frame
+        self.guard = hygiene.ProcessGuard()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -127,14 +163,57 @@ class Worker:
             except (protocol.ProtocolError, OSError, ValidationError):
                 return
             reply = self.run(request)
-            protocol.send_frame(self.sock, reply)
+            if os.getpid() != self.pid:  # forked by user code while the state was saved
+                os._exit(0)
+            self.send(reply)
             if self.one_shot:
                 return
+
+    def send(self, message: BaseModel) -> None:
+        """A frame to the parent. Output JSON cannot encode was cleaned when it was captured
+        (sandbox/mime.py); should anything still slip through, the cell fails with a clear
+        error instead of the worker dying with it."""
+        try:
+            data = protocol.encode_model(message)
+        except (TypeError, ValueError) as exc:
+            if getattr(message, "cell", None) is None:
+                raise
+            failed = protocol.Cell.failed(
+                "OutputNotEncodable",
+                f"the cell's output could not be encoded as JSON ({type(exc).__name__}); "
+                "it was dropped",
+            )
+            data = protocol.encode_model(message.model_copy(update={"cell": failed}))
+        self.sock.sendall(data)
+
+    def forked_by_user_code(self) -> None:
+        """At-fork hook, in the child: this process is not the worker. It drops the channel
+        and the output mirror, and its prints go straight to the fds (`_run_cell` ends it)."""
+        with contextlib.suppress(OSError):
+            os.close(self.sock.detach())
+        self.mirror = None
+        kernel.SINK.capture.mirror = None
+        kernel.SINK.to_fds = True
+
+    @staticmethod
+    def leave_forked_child(capture: kernel.CellCapture) -> NoReturn:
+        """A forked child's copy of the cell ended: exit as a script's child would (its error
+        on stderr, sys.exit's code), instead of going back to serve runs it was never sent."""
+        error = capture.error
+        if error is None:
+            os._exit(0)
+        if error["name"] == "SystemExit":
+            value = error["value"]
+            os._exit(int(value) & 0xFF if value.lstrip("-").isdigit() else int(bool(value)))
+        text = "\n".join(error["traceback"]) or error["name"]  # as IPython's stb2text
+        with contextlib.suppress(OSError):
+            os.write(2, text.encode("utf-8", "backslashreplace") + b"\n")
+        os._exit(1)
 
     def send_partial(self, signum: int, frame: Any) -> None:
         """SIGUSR1 from the parent when the cell's time is up: send what it printed so far,
         so a timed-out cell still shows its output (the parent kills the worker right after)."""
-        if not self.in_cell:
+        if not self.in_cell or os.getpid() != self.pid:
             return
         capture = kernel.SINK.capture
         outputs = [
@@ -153,7 +232,7 @@ class Worker:
                 outputs=outputs,
                 warnings=capture.warnings,
             )
-            protocol.send_frame(self.sock, protocol.PartialFrame(cell=cell))
+            self.send(protocol.PartialFrame(run=self.run_id, cell=cell))
         self.in_cell = False  # once is enough
 
     def _enter_sandbox(self, request: protocol.RunRequest) -> None:
@@ -166,6 +245,7 @@ class Worker:
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
         apply_rlimits(spec)
+        self.guard.remember_rlimits()
         wheelhouse = inv.get("wheelhouse") or {}
         try:
             packages.install_import_hook(
@@ -188,18 +268,18 @@ class Worker:
     # -- one invocation ------------------------------------------------------------------------
 
     def run(self, request: protocol.RunRequest) -> protocol.ResultFrame:
+        self.run_id = request.run
         if self.mirror is not None:
             self.mirror.reset()  # the parent must never read an earlier run's output
         inv = request.inv
         if not self.sandboxed:
             self.one_shot = request.one_shot
             self._enter_sandbox(request)
-        _reap_children()
+        hygiene.forget_killed_helpers(_reap_children())
         warnings: list[str] = []
         restored = False
-        transferred = False
         try:
-            restored, transferred = self._prepare(inv, warnings)
+            restored = self._prepare(inv, warnings)
         except PackageError as exc:
             cell = protocol.Cell.failed("PackageInstallError", str(exc))
             return self._final(cell, None, [], warnings)
@@ -207,15 +287,15 @@ class Worker:
             return self._final(
                 protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
             )
-        if transferred:
-            protocol.send_frame(self.sock, protocol.PhaseFrame())
+        if request.announce_run:
+            self.send(protocol.PhaseFrame(run=self.run_id))
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            protocol.send_frame(self.sock, protocol.SavingFrame(cell=cell))
+            self.send(protocol.SavingFrame(run=self.run_id, cell=cell))
         state_report = self._save_state(inv, warnings)
         if not self.one_shot:
             state_report = state_report or protocol.StateReport()
@@ -235,6 +315,7 @@ class Worker:
         cell.warnings = cell.warnings + warnings + self.package_warnings
         self.package_warnings = []
         return protocol.ResultFrame(
+            run=self.run_id,
             cell=None if cell_sent else cell,
             late_warnings=cell.warnings if cell_sent else [],
             files=files,
@@ -242,20 +323,21 @@ class Worker:
             restored=restored,
         )
 
-    def _prepare(self, inv: dict[str, Any], warnings: list[str]) -> tuple[bool, bool]:
-        restored = transferred = False
+    def _prepare(self, inv: dict[str, Any], warnings: list[str]) -> bool:
+        """State, files and packages before the cell; True if the state was restored."""
+        restored = False
         state = inv.get("state")
         if state is not None and self.held_version != state["version"]:
             if state.get("download_url"):
                 blob = transfer.download(state["download_url"], limits.MAX_STATE_BYTES)
                 self._replace_namespace(blob, warnings)
-                restored = transferred = True
+                restored = True
             elif self.held_version is not None:
                 self._replace_namespace(None, warnings)
             self.held_version = state["version"]
         files = inv.get("files")
         if files is not None:
-            transferred = self._sync_files(files["files"]) or transferred
+            self._sync_files(files)
         for inline in inv.get("inline_files") or ():
             workspace.write_inline_file(self.workspace, inline["path"], inline["content_base64"])
         if inv.get("packages"):
@@ -271,8 +353,7 @@ class Worker:
                 warnings.extend(exc.warnings)
                 raise PackageError(str(exc)) from exc
             warnings.extend(installed or [])
-            transferred = True
-        return restored, transferred
+        return restored
 
     def _replace_namespace(self, blob: bytearray | None, warnings: list[str]) -> None:
         namespace = self.shell.user_ns
@@ -285,33 +366,16 @@ class Worker:
         namespace.update(values)
         warnings.extend(problems)
 
-    def _sync_files(self, refs: list[dict[str, Any]]) -> bool:
-        downloaded = False
-        wanted = set()
-        for ref in refs:
-            relative = workspace.safe_relative_path(ref["path"])
-            wanted.add(relative)
-            target = os.path.join(self.workspace, relative)
-            if self.file_etags.get(relative) == ref["etag"] and os.path.isfile(target):
-                continue
-            uploaded = self.uploaded_prints.get(relative)
-            if uploaded is not None and uploaded[1] == ref["size"]:
-                with contextlib.suppress(OSError):
-                    info = os.stat(target, follow_symlinks=False)
-                    if (info.st_mtime_ns, info.st_size) == uploaded:
-                        self.file_etags[relative] = ref["etag"]
-                        continue
-            target = workspace.resolve_inside(self.workspace, relative)
+    def _sync_files(self, files: dict[str, Any]) -> bool:
+        """Make the workspace hold exactly the session's stored files (workspace.SyncedFiles)."""
+        plan = self.synced_files.plan(self.workspace, files["files"], files.get("complete", True))
+        for relative in plan.removals:
+            self.synced_files.remove(self.workspace, relative)
+        for ref in plan.downloads:
+            target = workspace.resolve_inside(self.workspace, ref["path"])
             transfer.download_to_file(ref["download_url"], target, limits.MAX_UPLOAD_BYTES)
-            self.file_etags[relative] = ref["etag"]
-            downloaded = True
-        # Files the session no longer has (deleted through the API) leave the workspace too.
-        for relative in set(self.file_etags) - wanted:
-            self.file_etags.pop(relative, None)
-            self.uploaded_prints.pop(relative, None)
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.workspace, relative))
-        return downloaded
+            self.synced_files.record(self.workspace, ref["path"], ref["etag"])
+        return bool(plan.downloads)
 
     def _run_cell(self, inv: dict[str, Any]) -> protocol.Cell:
         spec = inv["limits"]
@@ -322,17 +386,27 @@ class Worker:
         env = inv.get("env") or {}
         saved_env = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
+        kernel.ensure_streams()
+        self.guard.before_cell()
+        signal.signal(signal.SIGUSR1, self.send_partial)  # the cell may have taken it over
         try:
             reset_cpu_limit(spec["cpu_seconds"])
             self.in_cell = True
-            kernel.run_cell(self.shell, inv["code"], inv["execution_count"])
+            try:
+                _accept_interrupts(True)
+                kernel.run_cell(self.shell, inv["code"], inv["execution_count"])
+            finally:
+                _stop_accepting_interrupts()
         except MemoryError:
             capture.memory_error = True
             capture.set_error("MemoryError", "", [])
         except BaseException as exc:  # the shell itself failed: report, keep serving
-            capture.set_error(type(exc).__name__, str(exc), [])
+            capture.set_error(type(exc).__name__, kernel.safe_str(exc), [])
         finally:
             self.in_cell = False
+            if os.getpid() != self.pid:
+                self.leave_forked_child(capture)
+            self.guard.after_cell()
             for name, value in saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
@@ -434,19 +508,21 @@ class Worker:
                 except OSError:
                     continue
                 try:
-                    transfer.upload(
+                    etag = transfer.upload(
                         post,
                         post["key_prefix"] + relative,
                         fd,
                         size,
                         workspace.content_type(relative),
+                        checksum=not self.one_shot,
                     )
                 except transfer.TransferError as exc:
                     warnings.append(f"file {relative!r} was not saved: {exc}")
                     continue
                 finally:
                     os.close(fd)
-                self.uploaded_prints[relative] = after[relative]
+                if etag is not None:
+                    self.synced_files.record(self.workspace, relative, etag, after[relative])
             reported.append(
                 protocol.ReportedFile(
                     path=relative, size=size, content_type=workspace.content_type(relative)
@@ -461,6 +537,8 @@ def serve(
     kernel.install_streams()
     worker = Worker(sock, shell, mirror)
     signal.signal(signal.SIGUSR1, worker.send_partial)
+    os.register_at_fork(after_in_child=worker.forked_by_user_code)
+    signal.signal(signal.SIGINT, _interrupt_outside_cell)
     if warm:
         # A spare worker forked ahead of need: pay the first-cell costs (copy-on-write page
         # faults in the shell's machinery) now, while nobody waits for it.

@@ -100,9 +100,10 @@ class OnDemandFinder:
         except PackageInstallError as exc:
             self._failed.add(fullname)
             raise ModuleNotFoundError(
-                f"No module named {fullname!r} (on-demand packages are unavailable: {exc})",
+                f"No module named {fullname!r}: on-demand packages are unavailable right now "
+                f"({exc})",
                 name=fullname,
-            ) from exc
+            ) from None
         package = index.modules.get(fullname)
         if package is None:
             return None
@@ -118,7 +119,7 @@ class OnDemandFinder:
             raise ModuleNotFoundError(
                 f"No module named {fullname!r}: on-demand install of {package} failed: {exc}",
                 name=fullname,
-            ) from exc
+            ) from None
         if warning and self.on_install is not None:
             self.on_install(warning)
         return importlib.machinery.PathFinder.find_spec(fullname)

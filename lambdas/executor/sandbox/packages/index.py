@@ -67,7 +67,26 @@ def fetch(url: str, timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> bytes:
             data: bytes = response.read()
             return data
     except OSError as exc:  # URLError and HTTPError are OSErrors
-        raise PackageInstallError(f"cannot download {_redact(url)}: {exc}") from exc
+        raise PackageInstallError(f"cannot download {_file_name(url)}: {_reason(exc)}") from None
+
+
+def _file_name(url: str) -> str:
+    """What was downloaded, without where from: the wheelhouse's host and bucket are not the
+    user's business (SPEC §3: never a bucket name), nor a local path."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]) or "a file"
+
+
+def _reason(exc: OSError) -> str:
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}".rstrip()
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror  # not str(): it names the file or host
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    return type(reason).__name__ if isinstance(reason, BaseException) else "unreachable"
 
 
 def _redact(url: str) -> str:

@@ -171,7 +171,10 @@ def ensure_package(
         if _installed_version(name) is not None:
             return None
         started = time.perf_counter()
-        index = get_index(wheelhouse_url) if wheelhouse_url else None
+        try:
+            index = get_index(wheelhouse_url) if wheelhouse_url else None
+        except PackageInstallError as exc:
+            raise PackageInstallError(f"{name} cannot be installed: {exc}") from None
         package = index.packages.get(name) if index else None
         if index is not None and package is not None:
             version = package["version"]
@@ -202,7 +205,7 @@ def ensure_package(
                 f"{name} is not installed and no wheelhouse is configured for on-demand packages"
             )
         else:
-            raise PackageInstallError(f"{name} is not available on demand in this deployment")
+            raise PackageInstallError(f"{name} is not on this deployment's package whitelist")
         importlib.invalidate_caches()
         seconds = time.perf_counter() - started
         return f"installed {name} {version} on demand in {seconds:.1f} s"
