@@ -11,11 +11,16 @@ cannot drift from the code.
   success statuses and error codes, read from the served OpenAPI document
   (`lambdas/api/http/app.py`);
 - docs/api.md `limits`: request limits and defaults from `lambdas/shared/limits.py` and the API
-  function's settings.
+  function's settings;
+- docs/security.md `attacks` and `faults`: every test marked `@pytest.mark.attack(layer, tried,
+  outcome)` or `@pytest.mark.fault(...)` (on the function, or `pytestmark` for a whole module),
+  read from the test files without importing them. Every test in `THREAT_TEST_FILES` must carry
+  one; tests elsewhere may.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from collections.abc import Callable
@@ -152,9 +157,136 @@ def render_limits() -> str:
     return "\n".join(lines)
 
 
+SECURITY_DOC = REPO_ROOT / "docs" / "security.md"
+# Files made of attack and fault tests only: each of their tests says what it tries (a marker).
+THREAT_TEST_FILES = (
+    "tests/security/test_*.py",
+    "tests/e2e/test_robustness_api.py",
+    "tests/e2e/test_robustness_executor.py",
+    "tests/e2e/test_robustness_faults.py",
+    "tests/e2e/test_fuzz_api.py",
+    "tests/unit/test_protocol_property.py",
+)
+# The layers of docs/security.md's threat model, in its order; a marker names one of them.
+ATTACK_LAYERS = (
+    "tenant isolation",
+    "IAM",
+    "network",
+    "presigned URLs",
+    "API edge",
+    "error messages",
+    "rlimits and timeouts",
+    "output",
+    "process hygiene",
+    "worker protocol",
+)
+FAULT_LAYERS = ("executor environment", "storage", "concurrency", "session files", "load")
+THREAT_KINDS = {"attack": ATTACK_LAYERS, "fault": FAULT_LAYERS}
+
+
+@dataclass(frozen=True)
+class ThreatTest:
+    kind: str  # "attack" or "fault"
+    layer: str
+    tried: str
+    outcome: str
+    test: str  # path::function
+
+
+def _threat_marker(node: ast.expr) -> tuple[str, tuple[str, ...]] | None:
+    """`pytest.mark.attack("a", "b", "c")` -> ("attack", ("a", "b", "c"))."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    kind = node.func.attr
+    if kind not in THREAT_KINDS or ast.unparse(node.func.value) != "pytest.mark":
+        return None
+    if len(node.args) != 3 or not all(
+        isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args
+    ):
+        raise ValueError(f"line {node.lineno}: {kind}(layer, tried, outcome) takes three strings")
+    return kind, tuple(str(a.value) for a in node.args)  # type: ignore[attr-defined]
+
+
+def _module_markers(tree: ast.Module) -> list[ast.expr]:
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in statement.targets
+        ):
+            value = statement.value
+            return list(value.elts) if isinstance(value, ast.List | ast.Tuple) else [value]
+    return []
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _tests_of(tree: ast.Module) -> list[tuple[str, list[ast.expr]]]:
+    """Each test function of a module with its own markers."""
+    return [
+        (node.name, list(node.decorator_list))
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    ]
+
+
+def threat_tests() -> list[ThreatTest]:
+    """One row per marked test; a module-level marker is one row for the whole module."""
+    found = []
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        tree = _parse(path)
+        where = str(path.relative_to(REPO_ROOT))
+        marked = [(where, _module_markers(tree))]
+        marked += [(f"{where}::{name}", markers) for name, markers in _tests_of(tree)]
+        for test, markers in marked:
+            for marker in markers:
+                threat = _threat_marker(marker)
+                if threat:
+                    kind, (layer, tried, outcome) = threat
+                    found.append(ThreatTest(kind, layer, tried, outcome, test))
+    return found
+
+
+def unmarked_threat_tests() -> list[str]:
+    """Tests in `THREAT_TEST_FILES` that do not say what they try."""
+    unmarked = []
+    for pattern in THREAT_TEST_FILES:
+        for path in sorted(REPO_ROOT.glob(pattern)):
+            tree = _parse(path)
+            module = _module_markers(tree)
+            for name, markers in _tests_of(tree):
+                if not any(_threat_marker(marker) for marker in [*markers, *module]):
+                    unmarked.append(f"{path.relative_to(REPO_ROOT)}::{name}")
+    return unmarked
+
+
+def _render_threats(kind: str) -> str:
+    layers = THREAT_KINDS[kind]
+    rows = sorted(
+        (t for t in threat_tests() if t.kind == kind),
+        key=lambda t: (layers.index(t.layer) if t.layer in layers else len(layers), t.test),
+    )
+    lines = ["| layer | tried | outcome | test |", "|---|---|---|---|"]
+    for threat in rows:
+        cells = (threat.layer, threat.tried, threat.outcome, f"`{threat.test}`")
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def render_attacks() -> str:
+    return _render_threats("attack")
+
+
+def render_faults() -> str:
+    return _render_threats("fault")
+
+
 TABLES: tuple[GeneratedTable, ...] = (
     GeneratedTable(API_DOC, "routes", render_routes),
     GeneratedTable(API_DOC, "limits", render_limits),
+    GeneratedTable(SECURITY_DOC, "attacks", render_attacks),
+    GeneratedTable(SECURITY_DOC, "faults", render_faults),
 )
 
 

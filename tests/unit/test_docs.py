@@ -79,3 +79,20 @@ def test_the_readme_keeps_the_blocks_the_e2e_tests_run() -> None:
     for marker in ("<!-- e2e:curl -->", "<!-- e2e:lci -->"):
         after = readme.split(marker, 1)[1].lstrip("\n")
         assert after.startswith("```bash\n"), f"{marker} must precede a bash block"
+
+
+def test_every_attack_and_fault_test_says_what_it_tries() -> None:
+    unmarked = doc_tables.unmarked_threat_tests()
+    assert not unmarked, (
+        "mark each with @pytest.mark.attack(layer, tried, outcome) or @pytest.mark.fault(...) "
+        f"(layers: tests/doc_tables.py), then `python -m tests.doc_tables --write`: {unmarked}"
+    )
+
+
+def test_attack_and_fault_tests_name_a_layer_of_the_threat_model() -> None:
+    unknown = [
+        (threat.test, threat.layer)
+        for threat in doc_tables.threat_tests()
+        if threat.layer not in doc_tables.THREAT_KINDS[threat.kind]
+    ]
+    assert not unknown, f"layers are {doc_tables.THREAT_KINDS}: {unknown}"
