@@ -7,6 +7,7 @@ Each table sits between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`
 tests/unit/test_docs.py fails when one differs from what this module renders, so the docs
 cannot drift from the code.
 
+- README.md `exit-codes`: the `lci` command's exit statuses (`lci.cli.EXIT_CODES`);
 - docs/api.md `routes`: every route of `lambdas/shared/routes.py` with its key requirement,
   success statuses and error codes, read from the served OpenAPI document
   (`lambdas/api/http/app.py`);
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# This checkout's client, as pytest's `pythonpath` has it (an installed `lci` may be another's).
+if str(REPO_ROOT / "client") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "client"))
 API_DOC = REPO_ROOT / "docs" / "api.md"
 ERROR_CODES_EXTENSION = "x-error-codes"
 
@@ -282,7 +286,19 @@ def render_faults() -> str:
     return _render_threats("fault")
 
 
+README = REPO_ROOT / "README.md"
+
+
+def render_exit_codes() -> str:
+    from lci.cli import EXIT_CODES
+
+    lines = ["| code | meaning |", "|---|---|"]
+    lines += [f"| {code} | {meaning} |" for code, meaning in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
 TABLES: tuple[GeneratedTable, ...] = (
+    GeneratedTable(README, "exit-codes", render_exit_codes),
     GeneratedTable(API_DOC, "routes", render_routes),
     GeneratedTable(API_DOC, "limits", render_limits),
     GeneratedTable(SECURITY_DOC, "attacks", render_attacks),

@@ -96,3 +96,39 @@ def test_attack_and_fault_tests_name_a_layer_of_the_threat_model() -> None:
         if threat.layer not in doc_tables.THREAT_KINDS[threat.kind]
     ]
     assert not unknown, f"layers are {doc_tables.THREAT_KINDS}: {unknown}"
+
+
+def _readme_lci_commands() -> list[str]:
+    """Every `lci ...` command line in the README's bash blocks (after `;`, `|`, `$(`)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL):
+        for line in block.splitlines():
+            code = line.split(" # ", 1)[0]
+            for part in re.split(r"[;|]|\$\(", code):
+                part = part.strip().rstrip(")")
+                if part.startswith("lci "):
+                    commands.append(part)
+    return commands
+
+
+def test_every_lci_command_in_the_readme_parses() -> None:
+    import shlex
+
+    from lci.cli import build_parser
+
+    commands = _readme_lci_commands()
+    assert len(commands) > 10, commands
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit as exit_:  # --version, --help
+            assert exit_.code == 0, command
+
+
+def test_every_local_stack_setting_is_documented() -> None:
+    from local.config import LocalSettings
+
+    page = (REPO_ROOT / "docs" / "local-stack.md").read_text()
+    missing = [name for name in LocalSettings.model_fields if f"`{name}`" not in page]
+    assert not missing, f"docs/local-stack.md (Settings) does not document {missing}"
