@@ -26,7 +26,7 @@ SYNTH_CHECK_OUT := .cache/synth-check
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: help setup dev test lint fmt typecheck pytest bench bench-e2e layers synth deploy destroy clean cdk-cli synth-check bootstrap smoke
+.PHONY: help setup dev test browser lint fmt typecheck pytest bench bench-e2e layers synth deploy destroy clean cdk-cli synth-check bootstrap smoke
 
 help:
 	@echo "make dev    - run the local stack (sets up what is missing)"
@@ -71,7 +71,20 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test: $(STAMP) $(CDK) lint pytest synth-check
+test: $(STAMP) $(CDK) browser lint pytest synth-check
+
+# The playground's browser test (tests/e2e/test_playground.py) drives Debian's chromium through
+# its chromedriver: installed here when missing and run as root; elsewhere the test skips and
+# says so. Nothing downloads a browser or a driver of its own.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium + chromium-driver (the playground's browser test)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || echo "warning: chromium could not be installed: the browser test will skip"; \
+	else echo "note: no chromium and not root: the playground's browser test will skip"; fi
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine

@@ -65,6 +65,13 @@ class StackConfig(BaseModel):
     sandboxMemoryLimitMb: int = Field(default=limits.DEFAULT_MEMORY_LIMIT_MB, gt=0)
     throttleRateLimit: float = Field(default=10, gt=0, description="Requests/s per API key.")
     throttleBurstLimit: int = Field(default=20, gt=0)
+    publicThrottleRateLimit: float = Field(
+        default=5,
+        gt=0,
+        description="Requests/s of each route served without a key (health, OpenAPI): no usage "
+        "plan covers them, so they are throttled per method, for all callers together.",
+    )
+    publicThrottleBurstLimit: int = Field(default=10, gt=0)
     quotaRequestsPerMonth: int = Field(default=100_000, gt=0, description="Per API key.")
     quotaExecutions: int = Field(default=limits.DEFAULT_QUOTA_EXECUTIONS, ge=0)
     quotaComputeMs: int = Field(default=limits.DEFAULT_QUOTA_COMPUTE_MS, ge=0)

@@ -1,10 +1,11 @@
 """The REST API: the routes of SPEC §3 (`lambdas/shared/routes.py`), each proxied to the API
 function.
 
-An API key is required on every method except `GET /v1/health` and `GET /v1/openapi.json`; a
-usage plan throttles each key and caps its monthly requests. API Gateway's own rejections
-(missing key, throttling, quota, invalid body) use the product's error shape; other methods
-and unknown paths reach the API function (405 / 404) after the key check.
+An API key is required on every method except `GET /` (the playground), `GET /v1/health` and
+`GET /v1/openapi.json`; a usage plan throttles each key and caps its monthly requests, and the
+routes without a key (which no usage plan covers) are throttled per method. API Gateway's own
+rejections (missing key, throttling, quota, invalid body) use the product's error shape; other
+methods and unknown paths reach the API function (405 / 404) after the key check.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lambdas.shared.routes import (
     PUBLIC_PATHS,
     RESOURCE_PATHS,
     ROUTES,
+    Route,
 )
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
@@ -72,6 +74,12 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+def method_options_path(route: Route) -> str:
+    """A route's key in the stage's method options: `/<resource path>/<HTTP method>`; the root
+    resource is `//GET` (CDK's parseMethodOptionsPath reads an empty first component as `/`)."""
+    return f"/{route.path.strip('/')}/{route.method}"
+
+
 class RestApi(Construct):
     def __init__(
         self,
@@ -99,6 +107,14 @@ class RestApi(Construct):
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,  # would log request bodies, i.e. user code
                 metrics_enabled=True,
+                method_options={
+                    method_options_path(route): apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=config.publicThrottleRateLimit,
+                        throttling_burst_limit=config.publicThrottleBurstLimit,
+                    )
+                    for route in ROUTES
+                    if route.public
+                },
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),
         )
@@ -135,7 +151,8 @@ class RestApi(Construct):
             )
         # Every other method of a known path (405 with Allow) and every unknown path (404) go
         # to the API function too, after the same key check: see lambdas/shared/routes.py.
-        for path in RESOURCE_PATHS + CATCH_ALL_PATHS:
+        # (`/` is both the playground's resource and a catch-all: one ANY method.)
+        for path in dict.fromkeys(RESOURCE_PATHS + CATCH_ALL_PATHS):
             resource = self.api.root.resource_for_path(path.lstrip("/"))
             resource.add_method(ANY_METHOD, integration, api_key_required=path not in PUBLIC_PATHS)
         for response_type, (status, code) in GATEWAY_ERRORS.items():

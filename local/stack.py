@@ -308,6 +308,7 @@ def banner(stack: RunningStack) -> str:
     lines = [
         f"Lambda Code Interpreter local stack ready in {stack.startup_seconds:.2f} s",
         f"  endpoint  {stack.endpoint}",
+        f"  browser   {stack.endpoint}/  (the playground; paste the key there)",
         f"  API key   {key}"
         + ("  (random; set LCI_API_KEY to fix it)" if stack.keys.generated else ""),
     ]

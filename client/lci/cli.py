@@ -55,7 +55,10 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 # Optional dependency groups: what `lci <command>` imports, and the pip line that adds them.
-EXTRAS = {"mcp": ("mcp", "mcp.server.mcpserver")}
+EXTRAS = {
+    "mcp": ("mcp", "mcp.server.mcpserver"),
+    "jupyter": ("ipykernel.kernelbase", "jupyter_client.kernelspec"),
+}
 PACKAGE_NAME = "lambda-code-interpreter"
 IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg"}
 TIMEOUT_OPTION = "--timeout"
@@ -251,6 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="characters of text returned per tool call, head and tail kept "
         f"(default {DEFAULT_MAX_OUTPUT_CHARS})",
     )
+
+    kernel = command("kernel", f"the Jupyter kernel (needs: pip install '{PACKAGE_NAME}[jupyter]')")
+    kernel_commands = kernel.add_subparsers(
+        dest="kernel_command", required=True, metavar="SUBCOMMAND"
+    )
+    install = kernel_commands.add_parser(
+        "install",
+        parents=[common],
+        help="install the kernelspec for JupyterLab / VS Code",
+        description="Install the kernelspec 'Python 3.13 (Lambda Code Interpreter)': each "
+        "notebook gets a session, deleted when the kernel shuts down. The kernel reads "
+        f"${API_KEY_ENV} (else the config file) when it starts; --endpoint is kept in the "
+        "kernelspec, the key never is.",
+    )
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for the current user (the default)")
+    where.add_argument(
+        "--sys-prefix",
+        action="store_true",
+        help=f"into this Python's environment ({sys.prefix})",
+    )
+    where.add_argument("--prefix", metavar="DIR", help="into DIR/share/jupyter/kernels")
+    install.add_argument("--name", default="lci", help="the kernel's name (default: lci)")
     return parser
 
 
@@ -259,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "configure":
             return _configure(args, sys.stdout, sys.stderr)
+        if args.command == "kernel":
+            _require_extra("jupyter")
+            return _install_kernel(args, sys.stdout, sys.stderr)
         if args.command == "mcp":
             _require_extra("mcp")
         client = Client(args.endpoint, args.api_key)
@@ -314,6 +343,30 @@ def _serve_mcp(client: Client, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"mcp: {exc}") from exc
     serve(client, root, limits)
+    return EXIT_OK
+
+
+def _install_kernel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from lci.kernelspec import DISPLAY_NAME, install
+
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    try:
+        path = install(name=args.name, prefix=prefix, endpoint=args.endpoint)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"kernel install: {exc}") from exc
+    if args.api_key:
+        err.write(
+            f"note: the key is not written into the kernelspec; set {API_KEY_ENV} for Jupyter "
+            "or run `lci configure`\n"
+        )
+    summary = {"name": args.name, "display_name": DISPLAY_NAME, "path": path}
+    _emit(
+        args.json,
+        out,
+        summary,
+        f"installed kernel '{DISPLAY_NAME}' ({args.name}) in {path}\n"
+        "pick it in JupyterLab's launcher or VS Code's kernel picker",
+    )
     return EXIT_OK
 
 

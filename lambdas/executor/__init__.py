@@ -6,7 +6,8 @@ code's neighbour (the zygote and its workers); protocol.py is all they share.
 Processes (SPEC §1 invariant 4):
     handler process (trusted, non-dumpable)  handler.py -> host/engine.py Engine
       └─ zygote (exec'd with a scrubbed env, non-dumpable, child subreaper)   sandbox/zygote.py
-           numpy / pandas / matplotlib (inline backend) / IPython shell preloaded, gc frozen
+           IPython shell loaded, then ready to fork; numpy / pandas / matplotlib (inline
+           backend) preloaded between requests, then immortal objects, gc frozen, huge pages
            ├─ session worker (one per session, lives while the environment is warm)
            │                                                               sandbox/worker.py
            ├─ one-shot worker (discarded after its run)
@@ -16,11 +17,12 @@ The parent: host/zygote_client.py starts and talks to the zygote, host/pool.py k
 workers (fork, spare, eviction, the stray-process kill after every run), host/channel.py runs
 one exchange with a worker, host/results.py shapes what happened into the response.
 
-Parent <-> zygote/worker messages are length-prefixed JSON (protocol.py, pydantic models for
-the worker's frames); the parent never unpickles. The worker applies the rlimits, the
-scrubbed environment and the workspace before its first cell, runs cells through IPython
-(sandbox/kernel.py), and does all S3 transfers itself through the presigned URLs of the
-invocation (sandbox/transfer.py, stdlib urllib): state snapshots (sandbox/snapshot.py,
+Parent <-> zygote/worker messages are length-prefixed JSON (protocol.py: framing and the
+frames' shapes as typed dicts, so the sandbox never imports pydantic; host/frames.py validates
+what a worker sends with pydantic models); the parent never unpickles. The worker applies
+the rlimits, the scrubbed environment and the workspace before its first cell, runs cells
+through IPython (sandbox/kernel.py), and does all S3 transfers itself through the presigned
+URLs of the invocation (sandbox/transfer.py, stdlib urllib): state snapshots (sandbox/snapshot.py,
 cloudpickle per variable, arrays out of band) and session files (sandbox/workspace.py).
 Why the worker and not the parent does the HTTP: state blobs then never exist in the trusted
 process (invariant 3 holds by construction, no 1 GB copies through the parent), the parent

@@ -26,6 +26,9 @@ class Route:
         return re.sub(r"\{(\w+)\}", r"<\1>", rule)
 
 
+# The browser playground (index.html; `?asset=app.js` / `app.css`): loading it needs no key,
+# the page asks for one (lambdas/api/http/playground.py).
+PLAYGROUND = Route("GET", "/", public=True)
 HEALTH = Route("GET", "/v1/health", public=True)
 OPENAPI = Route("GET", "/v1/openapi.json", public=True)
 CREATE_SESSION = Route("POST", "/v1/sessions")
@@ -45,6 +48,7 @@ LIST_PACKAGES = Route("GET", "/v1/packages")
 GET_USAGE = Route("GET", "/v1/usage")
 
 ROUTES: tuple[Route, ...] = (
+    PLAYGROUND,
     HEALTH,
     OPENAPI,
     CREATE_SESSION,

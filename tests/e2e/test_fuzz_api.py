@@ -29,10 +29,20 @@ TIME_BUDGET_SECONDS = 120
 HOST_PATH_MARKERS = ("/work/", "/root/", "/home/", "site-packages", 'File "/')
 
 
+# The browser playground is the one operation whose success is not JSON: its page, script and
+# stylesheet (lambdas/api/http/playground.py).
+PAGE_OPERATION = "GET /"
+PAGE_TYPES = ("text/html", "text/javascript", "text/css")
+
+
 def check_response(response: requests.Response, label: str) -> None:
     status = response.status_code
     assert status < 500, f"{label}: {status} {response.text[:300]}"
     if status == 204 or response.request.method == "HEAD":
+        return
+    if label.endswith(f" {PAGE_OPERATION}") and status < 300:
+        content_type = response.headers.get("content-type") or [""]  # schemathesis: a list
+        assert str(content_type[0]).startswith(PAGE_TYPES), f"{label}: {content_type}"
         return
     try:
         body = response.json()

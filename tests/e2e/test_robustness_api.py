@@ -75,13 +75,16 @@ def test_a_wrong_method_on_a_known_path_is_405_with_allow(
     assert response.headers["allow"] == allow
 
 
-@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/nothing", "/", "/v1/sessions/x/files/a"])
+# `/` is the public playground (tests/e2e/test_playground.py): "/nothing" is the unknown root path.
+@pytest.mark.parametrize(
+    "path", ["/v1/sessions", "/v1/nothing", "/nothing", "/v1/sessions/x/files/a"]
+)
 @pytest.mark.parametrize("key", [None, "not-a-key"])
 @pytest.mark.attack(
     "API edge",
     "no key or an unknown key, on known and unknown paths",
-    "403 `FORBIDDEN` everywhere but `/v1/health` and `/v1/openapi.json`: nothing learned about "
-    "routes",
+    "403 `FORBIDDEN` everywhere but the public `/`, `/v1/health` and `/v1/openapi.json`: "
+    "nothing learned about routes",
 )
 def test_a_missing_or_unknown_key_is_403_forbidden_on_every_path_but_the_public_ones(
     local_stack: TargetStack, path: str, key: str | None
@@ -98,7 +101,7 @@ def test_a_missing_or_unknown_key_is_403_forbidden_on_every_path_but_the_public_
     "404 `NOT_FOUND` in the JSON shape",
 )
 def test_an_unknown_path_with_a_valid_key_is_404(local_stack: TargetStack):
-    for path in ("/v1/nothing", "/", "/v2/sessions"):
+    for path in ("/v1/nothing", "/nothing", "/v2/sessions"):
         response = httpx.get(
             local_stack.endpoint + path, headers={"x-api-key": local_stack.keys[0]}
         )

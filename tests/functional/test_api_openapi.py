@@ -3,6 +3,7 @@ exactly the statuses and error codes the API answers."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from lambdas.api import errors as e
 from lambdas.api.errors import ApiError, registered_status_and_code
 from lambdas.shared import routes
 from lambdas.shared.routes import ROUTES, Route
-from tests.functional.conftest import ApiClient
+from tests.functional.conftest import PRINCIPAL, ApiClient
 
 # The greedy `{path+}` of the route table is `{file_path}` in the document.
 FILE_PATH_PARAMETER = "file_path"
@@ -21,6 +22,7 @@ FILE_PATH_PARAMETER = "file_path"
 # (lambdas/api/service/), besides what any route or any keyed route may get (below). Statuses
 # and codes come from the one registry in lambdas/api/errors.py.
 ROUTE_ANSWERS: dict[Route, tuple[tuple[int, ...], tuple[type[ApiError], ...]]] = {
+    routes.PLAYGROUND: ((200,), (e.RouteNotFound,)),  # an unknown `?asset=`
     routes.HEALTH: ((200,), ()),
     routes.OPENAPI: ((200,), ()),
     # a body that is not valid JSON or breaks the model's bounds; any body over 10 MB (gateway);
@@ -91,13 +93,15 @@ ANY_ROUTE: tuple[type[ApiError], ...] = (e.InternalError,)
 # On a keyed route, before the API function runs (API Gateway, or the local stack in its place):
 # a missing or unknown key, the usage plan's throttle and its monthly request quota.
 KEYED_ROUTE: tuple[type[ApiError], ...] = (e.Forbidden, e.RateLimited, e.QuotaExceeded)
+# On a public route, API Gateway's per-method throttle.
+PUBLIC_ROUTE: tuple[type[ApiError], ...] = (e.RateLimited,)
 
 
 def expected_answers(route: Route) -> dict[int, set[str] | None]:
     """status -> the error codes it carries (None for a success status)."""
     successes, route_errors = ROUTE_ANSWERS[route]
     answers: dict[int, set[str] | None] = {status: None for status in successes}
-    for error in (*route_errors, *ANY_ROUTE, *(() if route.public else KEYED_ROUTE)):
+    for error in (*route_errors, *ANY_ROUTE, *(PUBLIC_ROUTE if route.public else KEYED_ROUTE)):
         status, code = registered_status_and_code(error)
         codes = answers.setdefault(status, set())
         assert codes is not None, f"{route}: {status} is both a success and an error"
@@ -165,6 +169,8 @@ _UNKNOWN = {"session_id": "no-such-session", "execution_id": "no-such-execution"
 
 
 def _concrete(route: Route) -> str:
+    if route == routes.PLAYGROUND:
+        return "/?asset=no-such-asset"  # the page itself is HTML: its 200 is checked elsewhere
     return (
         route.path.replace("{session_id}", _UNKNOWN["session_id"])
         .replace("{execution_id}", _UNKNOWN["execution_id"])
@@ -172,18 +178,35 @@ def _concrete(route: Route) -> str:
     )
 
 
+def _answer(method: str, target: str, principal: str | None, body: str) -> tuple[int, str | None]:
+    """(status, error code) of the real handler for a request as API Gateway passes it on."""
+    from local.events import HttpRequest, to_proxy_event
+    from local.resolvers import threaded_api_handler
+
+    headers = [("Host", "abc123.execute-api.us-east-1.amazonaws.com")]
+    if principal is not None:
+        headers.append(("x-api-key", f"secret-of-{principal}"))
+    request = HttpRequest(method, target, headers, body.encode())
+    raw = threaded_api_handler()(to_proxy_event(request, principal), None)
+    status = int(raw["statusCode"])
+    if status < 400:
+        return status, None
+    return status, json.loads(raw["body"])["error"]["code"]
+
+
 @pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.method} {route.path}")
 def test_the_answers_the_api_gives_are_documented_on_their_route(
     api: ApiClient, document: dict[str, Any], route: Route
 ) -> None:
     documented = documented_answers(document, route)
-    probes: list[dict[str, Any]] = [{}]  # the request as a client with a key sends it
+    # The request as a client with a key sends it; without a key; with a body that is no JSON.
+    probes: list[tuple[str | None, str]] = [(PRINCIPAL, "")]
     if not route.public:
-        probes.append({"principal": None})
+        probes.append((None, ""))
     if route.method == "POST":
-        probes.append({"raw_body": "{not json"})
-    for probe in probes:
-        response = api.request(route.method, _concrete(route), **probe)
-        assert response.status in documented, (probe, response.status, response.text)
-        codes = documented[response.status]
-        assert codes is None or response.error_code in codes, (probe, response.text)
+        probes.append((PRINCIPAL, "{not json"))
+    for principal, body in probes:
+        status, code = _answer(route.method, _concrete(route), principal, body)
+        assert status in documented, (principal, body, status, code)
+        codes = documented[status]
+        assert codes is None or code in codes, (principal, body, status, code)

@@ -4,6 +4,7 @@ meeting its timeout, the receipt, and a worker that never sees the live channel.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -205,16 +206,17 @@ def test_the_worker_never_sees_the_live_channel(
 ) -> None:
     from lambdas.executor import protocol
 
-    sent: list[Any] = []
-    encode = protocol.encode_model
+    sent: list[bytes] = []
+    encode = protocol.encode_run_request
 
-    def spy(message: Any) -> bytes:
-        sent.append(message)
-        return encode(message)
+    def spy(*args: Any, **kwargs: Any) -> bytes:
+        frame = encode(*args, **kwargs)
+        sent.append(frame)
+        return frame
 
-    monkeypatch.setattr(protocol, "encode_model", spy)
+    monkeypatch.setattr(protocol, "encode_run_request", spy)
     event = _live_invocation(s3, "1", "s-live-private")
     checked(engine.invoke(event))
-    requests = [message for message in sent if isinstance(message, protocol.RunRequest)]
-    assert requests and all("live" not in request.inv for request in requests)
-    assert event["live"]["interrupt_url"] not in str(requests[0].model_dump())
+    bodies = [frame[4:].decode() for frame in sent]  # past the 4-byte length header
+    assert bodies and all("live" not in json.loads(body)["inv"] for body in bodies)
+    assert event["live"]["interrupt_url"] not in bodies[0]

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from lambdas.executor import protocol
-from lambdas.executor.host import channel, engine, results
+from lambdas.executor.host import channel, engine, frames, results
 from lambdas.executor.sandbox import heap, kernel, snapshot, workspace
 from lambdas.shared.models import ExecutorResponse
 from tests.conftest import REPO_ROOT
@@ -114,6 +114,70 @@ def test_a_rebound_ipython_name_is_user_data() -> None:
     assert not snapshot.is_snapshot_name("exit", hidden, hidden["exit"])
 
 
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "print(2+2)",
+        "x = 1\ny = [x,\n     2]\nx + y[1]",
+        "def f(a):\n    return a / 2\n",
+        "'%d items' % 3",
+        "a != b",
+        "print('what?')",
+        "%time x = 1",
+        "x = %pwd",
+        "!ls -l",
+        "files = !ls",
+        "len?",
+        "??len",
+        "/print 1 2",
+        ",print a b",
+        ";print a b",
+        "%%bash\necho hi",
+        ">>> 1 + 1\n... ",
+        "In [1]: x = 1",
+        "\n\n    y = 2\n",
+        "values = [1,\n,2]",
+    ],
+)
+def test_skipping_the_token_pass_changes_no_transformation(cell: str) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    expected = TransformerManager().transform_cell(cell)
+    assert kernel._TransformerManager().transform_cell(cell) == expected
+
+
+def test_plain_python_skips_the_token_pass(monkeypatch) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def tokenize(self, lines):
+        raise AssertionError("tokenized")
+
+    manager = kernel._TransformerManager()
+    monkeypatch.setattr(TransformerManager, "do_one_token_transform", tokenize)
+    assert manager.transform_cell("x = [1,\n     2]\nprint(x)") == "x = [1,\n     2]\nprint(x)\n"
+    with pytest.raises(AssertionError):
+        manager.transform_cell("x = !ls")
+
+
+def test_snapshot_names_keep_exactly_what_is_snapshot_name_keeps() -> None:
+    hidden = {"exit": object(), "get_ipython": object()}
+    namespace = {
+        **{f"_i{count}": "x = 1" for count in range(1, 200)},
+        **{f"_{count}": count for count in range(1, 50)},
+        **{name: 1 for name in ("_", "__", "_i", "_ii", "In", "Out", "_oh", "__name__")},
+        "exit": hidden["exit"],
+        "get_ipython": "rebound by the user",
+        "_private": 2,
+        "frame": 3,
+        "Inbox": 4,
+    }
+    expected = [
+        name for name, value in namespace.items() if snapshot.is_snapshot_name(name, hidden, value)
+    ]
+    assert snapshot.snapshot_names(namespace, hidden) == expected
+    assert expected == ["get_ipython", "_private", "frame", "Inbox"]
+
+
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "", "a\x00b", "dir/.."])
 def test_unsafe_paths_are_refused(bad: str) -> None:
     with pytest.raises(workspace.UnsafePathError):
@@ -166,6 +230,57 @@ def test_frames_round_trip_and_oversized_frames_are_refused() -> None:
         reader.pop()
 
 
+def test_a_run_request_carries_the_invocation_the_engine_serialized() -> None:
+    from lambdas.shared.models import ExecutorInvocation
+
+    for code in ("print('é')", "'\udcff'"):  # a lone surrogate: json escapes it instead
+        inv = ExecutorInvocation.model_validate(
+            {"execution_id": "e", "tenant_id": "t", "session_id": "s", "code": code}
+        )
+        frame = protocol.encode_run_request(
+            engine._invocation_json(inv),
+            one_shot=False,
+            workspace="/w",
+            package_cache="/p",
+            announce_run=True,
+            run="r1",
+        )
+        left, right = socket.socketpair()
+        with left, right:
+            left.sendall(frame)
+            request = protocol.recv_frame(right)
+        assert request == {
+            "op": "run",
+            "one_shot": False,
+            "workspace": "/w",
+            "package_cache": "/p",
+            "announce_run": True,
+            "run": "r1",
+            # The live channel is the parent's alone (host/live.py).
+            "inv": inv.model_dump(mode="json", exclude={"live"}),
+        }
+
+
+def test_the_zygote_client_notes_the_preload_wherever_it_arrives() -> None:
+    from lambdas.executor.host.zygote_client import ZygoteClient
+
+    left, right = socket.socketpair()
+    with left, right:
+        client = object.__new__(ZygoteClient)  # its socket only: no zygote process
+        client.sock, client.pending, client.requests_sent = left, 0, 0
+        client.preload_report = None
+        assert client.answers_at_once  # the first request: the zygote waits for it
+        client.poll_events()
+        assert not client.preloaded
+        client.requests_sent, client.pending = 1, 1
+        assert not client.answers_at_once  # preloading: a request may wait for a step
+        protocol.send_frame(right, {"event": "preloaded", "modules": ["numpy"]})
+        protocol.send_frame(right, {"pid": 7, "preloaded": True})
+        assert client.collect() == [{"pid": 7, "preloaded": True}]
+        assert client.preloaded and client.answers_at_once
+        assert client.preload_report is not None and client.preload_report["modules"] == ["numpy"]
+
+
 def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
     hostile = {
         "status": "pwned",
@@ -176,15 +291,15 @@ def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
         "error": {"name": 5, "traceback": "nope"},
         "warnings": ["w", 3],
     }
-    frame = protocol.parse_worker_frame({"kind": "saving", "cell": hostile}, stream_cap=10)
-    assert isinstance(frame, protocol.SavingFrame)
+    frame = frames.parse_worker_frame({"kind": "saving", "cell": hostile}, stream_cap=10)
+    assert isinstance(frame, frames.SavingFrame)
     cell = frame.cell.model_dump()
     assert cell["status"] == "error"
     assert cell["stdout"] == "x" * 10 and cell["stdout_truncated"] is True
     assert cell["result"] is None and len(cell["outputs"]) == 1
     assert cell["error"] == {"name": "5", "value": "", "traceback": []}
     assert cell["warnings"] == ["w"]
-    final = protocol.parse_worker_frame(
+    final = frames.parse_worker_frame(
         {
             "kind": "result",
             "files": [{"path": "../../etc/passwd", "size": 1}, {"path": "ok.txt", "size": 2}],
@@ -192,12 +307,53 @@ def test_untrusted_worker_output_is_shaped_into_the_contract() -> None:
             "restored": [],
         }
     )
-    assert isinstance(final, protocol.ResultFrame)
+    assert isinstance(final, frames.ResultFrame)
     assert [item.path for item in final.files] == ["ok.txt"]
     assert final.state.size == 0 and [v.name for v in final.state.variables] == ["x"]
     assert final.restored is False
-    assert protocol.parse_worker_frame(["not", "a", "frame"]) is None
-    assert protocol.parse_worker_frame({"kind": "unknown"}) is None
+    assert frames.parse_worker_frame(["not", "a", "frame"]) is None
+    assert frames.parse_worker_frame({"kind": "unknown"}) is None
+
+
+def test_the_host_models_validate_exactly_the_shapes_the_worker_builds() -> None:
+    # protocol.py's typed dicts (built by the worker) and host/frames.py's models (validating
+    # them in the parent) describe the same frames: a field added to one must reach the other.
+    pairs = [
+        (protocol.Cell, frames.Cell),
+        (protocol.CellError, frames.CellError),
+        (protocol.Variable, frames.Variable),
+        (protocol.StateReport, frames.StateReport),
+        (protocol.PhaseFrame, frames.PhaseFrame),
+        (protocol.SavingFrame, frames.SavingFrame),
+        (protocol.PartialFrame, frames.PartialFrame),
+        (protocol.ResultFrame, frames.ResultFrame),
+    ]
+    for shape, model in pairs:
+        assert set(shape.__annotations__) == set(model.model_fields), shape.__name__
+    # The parent fills in download_url; the worker never sends one.
+    assert set(protocol.ReportedFile.__annotations__) == set(frames.ReportedFile.model_fields) - {
+        "download_url"
+    }
+    failed = frames.Cell.model_validate(protocol.failed_cell("Boom", "it broke"))
+    assert failed.model_dump() == frames.Cell.failed("Boom", "it broke").model_dump()
+
+
+def test_the_sandbox_never_imports_pydantic() -> None:
+    # ~0.15 s of every new environment's start: the zygote and its workers build plain dicts.
+    code = (
+        "import sys\n"
+        "from lambdas.executor.sandbox import zygote, worker, kernel, mime, hygiene, tracebacks\n"
+        "print([name for name in sys.modules if name.split('.')[0] == 'pydantic'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_fd_output_merges_after_the_captured_stream_within_the_cap() -> None:

@@ -59,7 +59,7 @@ def test_health_and_openapi_need_no_key_and_valid_keys_reach_the_handler_with_th
     assert _call(app, "/v1/openapi.json").status == 200
     # Unknown paths need a key too (API Gateway's catch-all resource requires one) ...
     assert _call(app, "/v1/no-such-route").status == 403
-    assert _call(app, "/").status == 403
+    assert _call(app, "/").status == 200  # the playground is public too
     # ... and with one, they reach the handler, which answers 404.
     assert _call(app, "/v1/no-such-route", "k1").status == 200
     assert _call(app, "/v1/usage", "k2").status == 200

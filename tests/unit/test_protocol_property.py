@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambdas.executor import protocol
+from lambdas.executor.host import frames
 
 pytestmark = pytest.mark.attack(
     "worker protocol",
@@ -121,9 +122,9 @@ def test_deeply_nested_json_is_a_protocol_error_not_a_recursion_error(depth):
 @SETTINGS
 @given(frame=json_values)
 def test_any_json_where_a_worker_frame_should_be_is_a_frame_or_ignored(frame):
-    message = protocol.parse_worker_frame(frame, stream_cap=100)
+    message = frames.parse_worker_frame(frame, stream_cap=100)
     if message is not None:
-        protocol.encode_model(message)  # what the parent builds from it serializes
+        protocol.encode_frame(message.model_dump())  # what the parent builds from it serializes
 
 
 worker_frames = st.fixed_dictionaries(
@@ -154,16 +155,16 @@ worker_frames = st.fixed_dictionaries(
 @SETTINGS
 @given(frame=worker_frames)
 def test_frames_shaped_like_the_workers_validate_leniently(frame):
-    message = protocol.parse_worker_frame(frame, stream_cap=10)
-    if isinstance(message, protocol.ResultFrame | protocol.SavingFrame):
+    message = frames.parse_worker_frame(frame, stream_cap=10)
+    if isinstance(message, frames.ResultFrame | frames.SavingFrame):
         cell = message.cell
         if cell is not None:
             assert len(cell.stdout) <= 10
             assert cell.status == "ok" or cell.error is not None
-    if isinstance(message, protocol.ResultFrame):
+    if isinstance(message, frames.ResultFrame):
         for reported in message.files:
             assert not reported.path.startswith("/") and ".." not in reported.path.split("/")
-        protocol.encode_model(message)
+        protocol.encode_frame(message.model_dump())
 
 
 def _read_against(

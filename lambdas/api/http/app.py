@@ -25,10 +25,11 @@ from lambdas.api.errors import (
     InvalidRequest,
     MethodNotAllowed,
 )
-from lambdas.api.http import account, errors, executions, files, sessions
+from lambdas.api.http import account, errors, executions, files, playground, sessions
 from lambdas.api.http.common import (
     ERROR_CODES_EXTENSION,
     KEYED_ROUTE_ERRORS,
+    PUBLIC_ROUTE_ERRORS,
     error_description,
     error_responses,
     responses,
@@ -65,6 +66,7 @@ def build_resolver(
         sessions.router,
         executions.router,
         files.router,
+        playground.router,
     ):
         resolver.include_router(router)
     return resolver
@@ -97,7 +99,9 @@ def openapi_document() -> dict[str, Any]:
                 # Validation errors are answered 400 INVALID_REQUEST (http/errors.py), never
                 # the 422 Powertools documents for every validated route.
                 operation["responses"].pop(str(HTTPStatus.UNPROCESSABLE_ENTITY.value), None)
-                if path not in routes.PUBLIC_PATHS:
+                if path in routes.PUBLIC_PATHS:
+                    _add_error_responses(operation, PUBLIC_ROUTE_ERRORS)
+                else:
                     operation["security"] = [{"apiKey": []}]
                     _add_error_responses(operation, KEYED_ROUTE_ERRORS)
                 operation["responses"] = dict(sorted(operation["responses"].items()))
@@ -156,11 +160,12 @@ def _document_path(resolver_path: str) -> str:
 
 
 def _is_public(event: dict[str, Any]) -> bool:
+    # `resource` is the matched route template, whatever stage or base path the URL carries.
     resource = event.get("resource")
     if resource:
         return resource in routes.PUBLIC_PATHS
     path = str(event.get("path") or "").rstrip("/")
-    return path.endswith(tuple(routes.PUBLIC_PATHS))
+    return path.endswith(tuple(routes.PUBLIC_PATHS)) if path else routes.PLAYGROUND.public
 
 
 def _method_not_allowed(event: dict[str, Any]) -> MethodNotAllowed | None:

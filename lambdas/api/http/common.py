@@ -21,11 +21,13 @@ from lambdas.api.errors import (
 from lambdas.api.models import ErrorBody
 from lambdas.shared.routes import GREEDY_PATH_PARAMETER
 
-# Every route may fail unexpectedly (500); a keyed route also gets API Gateway's answers before
-# the API function runs: a missing or unknown key (403), the usage plan's throttle and monthly
-# quota (429). `app.openapi_document` adds the keyed ones to every keyed operation.
+# Every route may fail unexpectedly (500). API Gateway answers before the API function runs: on
+# a keyed route a missing or unknown key (403), the usage plan's throttle and monthly quota
+# (429); on a public route its method throttle (429, infra/rest_api.py).
+# `app.openapi_document` adds these to every keyed or public operation.
 EVERY_ROUTE_ERRORS: tuple[type[ApiError], ...] = (InternalError,)
 KEYED_ROUTE_ERRORS: tuple[type[ApiError], ...] = (Forbidden, RateLimited, QuotaExceeded)
+PUBLIC_ROUTE_ERRORS: tuple[type[ApiError], ...] = (RateLimited,)
 # The OpenAPI extension on an error response that lists the `error.code` values it may carry.
 ERROR_CODES_EXTENSION = "x-error-codes"
 

@@ -10,6 +10,7 @@ It never unpickles and never holds state bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -34,6 +35,17 @@ logger = logging.getLogger(__name__)
 HUNG_UP_WAIT_S = 0.05
 
 
+def _invocation_json(inv: ExecutorInvocation) -> str:
+    """The invocation as the worker gets it, serialized by pydantic-core (faster than json.dumps
+    of its dict; json escapes what it cannot encode, such as lone surrogates in the code). The
+    live channel is the parent's alone (host/live.py): the worker never sees it."""
+    parent_only = {"live"}
+    try:
+        return inv.model_dump_json(exclude=parent_only)
+    except ValueError:
+        return json.dumps(inv.model_dump(mode="json", exclude=parent_only))
+
+
 class Engine:
     """One execution environment's executor. Thread-safe: invocations are serialized."""
 
@@ -54,6 +66,18 @@ class Engine:
 
     def _ensure_zygote(self) -> bool:
         return self._pool.ensure_zygote()
+
+    def wait_until_preloaded(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the zygote has its data stack preloaded and its memory shaped (it is
+        ready to fork before that; tests and benchmarks compare both); False on timeout."""
+        with self._lock:
+            return self._pool.wait_until_preloaded(timeout_s)
+
+    @property
+    def preload_report(self) -> dict[str, Any] | None:
+        """What the zygote said when its preload completed (None until then)."""
+        zygote = self._pool.zygote
+        return zygote.preload_report if zygote is not None else None
 
     def shutdown(self) -> None:
         with self._lock:
@@ -121,16 +145,14 @@ class Engine:
         worker = self._worker_for(inv.session_id)
         prepares = needs_prepare(inv)
         run_id = secrets.token_hex(8)
-        request = protocol.RunRequest(
+        payload = protocol.encode_run_request(
+            _invocation_json(inv),
             one_shot=inv.session_id is None,
-            # The live channel is the parent's alone (host/live.py): the worker never sees it.
-            inv=inv.model_dump(mode="json", exclude={"live"}),
             workspace=worker.workspace,
             package_cache=os.path.join(self.settings.root, "packages"),
             announce_run=prepares,
             run=run_id,
         )
-        payload = protocol.encode_model(request)
         monitor = RunMonitor(
             worker.pid,
             worker.mirror_fd,

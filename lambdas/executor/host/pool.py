@@ -1,6 +1,11 @@
 """The environment's processes: the zygote, the session workers forked from it, one spare
 worker forked ahead of need, and the cleanup after every run (nothing user code started may
-survive but the live workers). Not thread-safe: the engine serializes every call."""
+survive but the live workers). Not thread-safe: the engine serializes every call.
+
+The zygote preloads the data stack after it is ready (sandbox/zygote.py): a spare is asked for
+only when the zygote answers at once (its first request, then once the preload is complete),
+and a spare forked before the preload completed is replaced by one from the fuller zygote as
+soon as the pool learns it completed."""
 
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class WorkerPool:
         # `_spare_ends` holds its channel while the zygote's reply (its pid) is unread.
         self._spare: WorkerHandle | None = None
         self._spare_ends: ChannelEnds | None = None
+        self._spare_preloaded = False  # forked from a zygote whose preload was complete
         # `procs.fork_count()` as read just before the last stray scan that found nothing, and
         # the worker forks confirmed since (each one raised that counter by exactly one).
         self._forks_at_clean_scan: int | None = None
@@ -131,14 +137,33 @@ class WorkerPool:
         return parent_sock, out_r, err_r, mirror_fd
 
     def request_spare(self) -> None:
-        if (
-            self.settings.LCI_PREFORK_WORKER
-            and self._spare is None
-            and self._spare_ends is None
-            and self.zygote is not None
-        ):
-            with contextlib.suppress(OSError):
+        if not self.settings.LCI_PREFORK_WORKER or self.zygote is None:
+            return
+        with contextlib.suppress(OSError, protocol.ProtocolError):
+            self.zygote.poll_events()
+            self._drop_stale_spare()
+            if self._spare is None and self._spare_ends is None and self.zygote.answers_at_once:
                 self._spare_ends = self._send_fork(warm=True)
+
+    def _drop_stale_spare(self) -> None:
+        """A spare forked before the preload completed goes once the zygote has it all."""
+        assert self.zygote is not None
+        if self._spare is not None and not self._spare_preloaded and self.zygote.preloaded:
+            spare, self._spare = self._spare, None
+            self._discard(spare)
+
+    def wait_until_preloaded(self, timeout_s: float) -> bool:
+        """Wait for the zygote's preload to complete (tests, benchmarks), then have a spare
+        forked from it; False if it did not complete within `timeout_s`."""
+        if self.zygote is None:
+            return False
+        try:
+            self._collect_spare()
+            done = self.zygote.wait_preloaded(timeout_s)
+        except (OSError, protocol.ProtocolError):
+            return False  # the zygote is gone: the next invocation starts a new one
+        self.request_spare()
+        return done
 
     def _collect_spare(self) -> None:
         if self.zygote is None or not self.zygote.pending:
@@ -147,11 +172,14 @@ class WorkerPool:
         ends, self._spare_ends = self._spare_ends, None
         if ends is not None and replies:
             self._spare = WorkerHandle.forked(ends, replies[-1].get("pid"))
+            self._spare_preloaded = replies[-1].get("preloaded") is True
             self._worker_forks_since_scan += 1
 
     def _fork_worker(self, session_id: str | None) -> WorkerHandle:
         assert self.zygote is not None
         self._collect_spare()
+        self.zygote.poll_events()
+        self._drop_stale_spare()  # a fork from the fuller zygote is worth its few ms
         worker, self._spare = self._spare, None
         if worker is None or procs.is_zombie_or_gone(worker.pid):
             if worker is not None:

@@ -1,6 +1,6 @@
 """Whatever happened to a run, as an `ExecutorResponse` dict (lambdas/shared/models.py).
 
-The worker's cell arrives validated and stream-capped (protocol.py); here it meets what the
+The worker's cell arrives validated and stream-capped (frames.py); here it meets what the
 parent saw itself: the output the worker wrote straight to its fds, a timeout, a death (with
 what the output mirror kept), and the result-size cap. It never unpickles.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambdas.executor import protocol
+from lambdas.executor.host import frames
 from lambdas.executor.host.channel import (
     PREPARE_BUDGET_S,
     CappedBuffer,
@@ -45,8 +46,8 @@ def respond(
     final = outcome.final
     cell = (final.cell if final is not None else None) or outcome.cell
     warnings: list[str] = []
-    state_report = protocol.StateReport()
-    files: list[protocol.ReportedFile] = []
+    state_report = frames.StateReport()
+    files: list[frames.ReportedFile] = []
     restored = False
     if outcome.kind == OutcomeKind.RESULT and final is not None:
         state_report = final.state
@@ -63,7 +64,7 @@ def respond(
         partial = cell is not None
     else:
         partial = False
-    result = (cell or protocol.Cell()).model_dump()
+    result = (cell or frames.Cell()).model_dump()
     in_session = inv.session_id is not None
     if outcome.kind == OutcomeKind.TIMEOUT:
         if outcome.phase == Phase.PREPARE:
@@ -71,12 +72,12 @@ def respond(
                 "preparing the run (session state, files, packages) did not finish in time "
                 f"(its own budget is {PREPARE_BUDGET_S:.0f} s); the code did not run"
             )
-            _fail(result, "timeout", protocol.CellError(name="TimeoutError", value=message))
+            _fail(result, "timeout", frames.CellError(name="TimeoutError", value=message))
         elif cell is None or partial:
             _fail(
                 result,
                 "timeout",
-                protocol.CellError(
+                frames.CellError(
                     name="TimeoutError",
                     value=f"execution exceeded the time limit of {inv.timeout_ms} ms",
                 ),
@@ -93,7 +94,7 @@ def respond(
                     detail += f"; {SESSION_COMES_BACK}"
             else:
                 detail = "the worker exited unexpectedly"  # explain_crash says how
-            _fail(result, "error", protocol.CellError(name=WORKER_CRASHED, value=detail))
+            _fail(result, "error", frames.CellError(name=WORKER_CRASHED, value=detail))
         elif in_session:
             warnings.append("the session state and files were not saved: the worker died")
     merge_fd_output(result, "stdout", outcome.out, spec.stream_bytes)
@@ -120,13 +121,13 @@ def respond(
     }
 
 
-def _fail(result: dict[str, Any], status: str, error: protocol.CellError) -> None:
+def _fail(result: dict[str, Any], status: str, error: frames.CellError) -> None:
     result["status"] = status
     result["error"] = error.model_dump()
-    result["outputs"].append(protocol.error_output(error))
+    result["outputs"].append(frames.error_output(error))
 
 
-def mirrored_cell(mirror_fd: int, stream_cap: int) -> protocol.Cell | None:
+def mirrored_cell(mirror_fd: int, stream_cap: int) -> frames.Cell | None:
     """The streams a dead worker printed before dying, as a cell (None if it printed nothing),
     capped like anything else the worker produced."""
     if mirror_fd < 0:
@@ -134,10 +135,10 @@ def mirrored_cell(mirror_fd: int, stream_cap: int) -> protocol.Cell | None:
     printed = protocol.OutputMirror.read(mirror_fd)
     if not printed:
         return None
-    cell = protocol.Cell().model_dump()
+    cell = frames.Cell().model_dump()
     for name, text in printed:
         append_stream(cell, name, text)
-    return protocol.Cell.model_validate(cell, context={protocol.STREAM_CAP: stream_cap})
+    return frames.Cell.model_validate(cell, context={frames.STREAM_CAP: stream_cap})
 
 
 def merge_fd_output(
@@ -268,7 +269,7 @@ def failure_response(
     execution_id: str, session_id: str | None, name: str, message: str, started: float
 ) -> dict[str, Any]:
     """A response for a run that never reached a worker: one error, nothing saved."""
-    result = protocol.Cell.failed(name, message).model_dump()
+    result = frames.Cell.failed(name, message).model_dump()
     result.update(
         {
             "execution_id": execution_id,
@@ -281,7 +282,7 @@ def failure_response(
     )
     return {
         "result": result,
-        "state": protocol.StateReport().model_dump(),
+        "state": frames.StateReport().model_dump(),
         "cold_start": False,
         "worker_restored": False,
     }

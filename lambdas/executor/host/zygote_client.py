@@ -1,18 +1,25 @@
 """The parent's side of the zygote (sandbox/zygote.py): start it with a scrubbed environment,
-ask it to fork workers and to reap them, kill it with everything under it."""
+ask it to fork workers and to reap them, follow its preload, kill it with everything under it.
+
+Replies come in the order the requests went; the one frame the zygote sends unasked, "preloaded"
+(its data stack is loaded and its memory shaped), may come between them and is taken note of
+wherever it is read."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs
 from lambdas.executor.sandbox import fontcache, heap
+from lambdas.executor.sandbox.zygote import INLINE_BACKEND
 from lambdas.executor.settings import ExecutorSettings
 
 ZYGOTE_REQUEST_TIMEOUT_S = 30.0
@@ -35,6 +42,8 @@ class ZygoteClient:
                 "HOME": config_dir,
                 "PYTHONPATH": os.pathsep.join(os.path.abspath(path) for path in sys.path if path),
                 "PYTHONUNBUFFERED": "1",
+                # Workers forked before matplotlib is preloaded draw inline too.
+                "MPLBACKEND": INLINE_BACKEND,
                 **heap.allocator_environment(),
             }
         )
@@ -63,22 +72,69 @@ class ZygoteClient:
             raise EnvironmentStartError("the execution environment failed to start") from exc
         self.sock.settimeout(ZYGOTE_REQUEST_TIMEOUT_S)
         self.pid = self.process.pid
-        self.preload_ms = float(ready.get("preload_ms", 0))
-        self.modules = list(ready.get("modules", []))
+        self.ready_ms = float(ready.get("ready_ms", 0))
+        self.requests_sent = 0
+        # The zygote's "preloaded" frame, once it came: preload_ms, modules, huge_pages,
+        # immortal_objects.
+        self.preload_report: dict[str, Any] | None = None
+
+    @property
+    def preloaded(self) -> bool:
+        return self.preload_report is not None
+
+    @property
+    def answers_at_once(self) -> bool:
+        """Whether a request is answered without waiting for a preload step: the first one
+        (the zygote waits for it) and every one once the preload is complete."""
+        return self.preloaded or self.requests_sent == 0
+
+    def _take_event(self, frame: Any) -> bool:
+        if isinstance(frame, dict) and frame.get("event") == "preloaded":
+            self.preload_report = frame
+            return True
+        return False
+
+    def _recv_reply(self) -> dict[str, Any]:
+        while True:
+            frame = protocol.recv_frame(self.sock)
+            if not self._take_event(frame):
+                if not isinstance(frame, dict):
+                    raise protocol.ProtocolError("unexpected zygote reply")
+                return frame
+
+    def poll_events(self) -> None:
+        """Take note of what the zygote sent unasked, without waiting (no reply may be due)."""
+        if self.pending or self.preloaded:  # it sends nothing unasked after "preloaded"
+            return
+        while select.select([self.sock], [], [], 0)[0]:
+            if not self._take_event(protocol.recv_frame(self.sock)):
+                raise protocol.ProtocolError("unexpected zygote reply")
+
+    def wait_preloaded(self, timeout_s: float) -> bool:
+        """Wait until the zygote's preload is complete (no reply may be due); False if it is
+        not within `timeout_s`."""
+        if self.pending:
+            raise protocol.ProtocolError("collect the pending reply first")
+        deadline = time.monotonic() + timeout_s
+        while not self.preloaded:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                return False
+            if not self._take_event(protocol.recv_frame(self.sock)):
+                raise protocol.ProtocolError("unexpected zygote reply")
+        return True
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """Send a request whose reply is read later by `request` or `collect`."""
         protocol.send_frame(self.sock, message, fds)
         self.pending += 1
+        self.requests_sent += 1
 
     def collect(self) -> list[dict[str, Any]]:
         replies = []
         while self.pending:
             self.pending -= 1
-            reply = protocol.recv_frame(self.sock)
-            if not isinstance(reply, dict):
-                raise protocol.ProtocolError("unexpected zygote reply")
-            replies.append(reply)
+            replies.append(self._recv_reply())
         return replies
 
     def request(self, message: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:

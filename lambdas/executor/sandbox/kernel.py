@@ -24,10 +24,11 @@ from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from lambdas.executor.sandbox import mime, tracebacks
+from lambdas.executor.sandbox import charts, mime, tracebacks
 from lambdas.executor.sandbox.tracebacks import PACKAGES_HINT
 
 DEEP_TRACEBACK_FRAMES = 50
@@ -360,17 +361,53 @@ def _refuse_unsatisfiable_pins(specs: list[str]) -> None:
         raise PackageNotAvailable(f"{'; '.join(conflicts)}; {PACKAGES_HINT}")
 
 
+# What IPython's token transformers (magics and `x = %magic`, `!cmd` and `x = !cmd`, `obj?`,
+# autocall escapes) look for: a cell with none of it goes through them unchanged.
+_TOKEN_SYNTAX = re.compile(r"[%!?]|^[ \t]*[/,;]", re.MULTILINE)
+
+
+class _TransformerManager(TransformerManager):
+    """IPython's, without tokenizing a cell that has none of its token syntax (~40 us of a warm
+    run's worker CPU): the result is the same, so the token pass is skipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._default_token_transformers = list(self.token_transformers)
+
+    def do_token_transforms(self, lines: list[str]) -> list[str]:
+        default = self.token_transformers == self._default_token_transformers
+        if default and not _TOKEN_SYNTAX.search("".join(lines)):
+            return lines
+        return super().do_token_transforms(lines)
+
+
 class SandboxShell(InteractiveShell):
     """An InteractiveShell without a terminal; outputs go to the current `CellCapture`."""
 
     # Set by the worker once it knows the deployment's wheelhouse: installs whitelisted
     # packages (requirement specs in, one message per install out).
     package_installer: Callable[[list[str]], list[str]] | None = None
+    _completer: Any = None
     # While an object is being displayed: what its rich reprs raised (_guard_display_formatter).
     format_failures: list[str] | None = None
 
     def enable_gui(self, gui=None) -> None:
         return None  # the inline matplotlib backend needs no event loop
+
+    def init_completer(self) -> None:
+        # Nothing here completes code: IPython's completer (~40 ms of every new environment's
+        # start) is built on first use only, by the `Completer` property below.
+        return None
+
+    @property
+    def Completer(self) -> Any:  # IPython's attribute name
+        if self._completer is None:
+            super().init_completer()  # assigns self.Completer
+        return self._completer
+
+    @Completer.setter
+    def Completer(self, completer: Any) -> None:
+        self._completer = completer
 
     def system_piped(self, cmd: str) -> None:
         if cmd.rstrip().endswith("&"):
@@ -540,6 +577,7 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     config.BaseIPythonApplication.ipython_dir = ipython_dir
     # instance(): IPython.display.display() publishes through the singleton only.
     shell = SandboxShell.instance(config=config)
+    shell.input_transformer_manager = _TransformerManager()
     shell.display_pub = _CapturingDisplayPublisher(shell=shell)
     shell.displayhook = _CapturingDisplayHook(shell=shell)
     shell.display_trap.hook = shell.displayhook
@@ -549,13 +587,13 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     shell.compile.flags &= ~getattr(codeop, "PyCF_ALLOW_INCOMPLETE_INPUT", 0)
     # IPython's terminal advice on SystemExit, with its own path; _showtraceback says better.
     warnings.filterwarnings("ignore", message=r"To exit: use 'exit', 'quit', or Ctrl-D\.")
-    # matplotlib missing or broken: plots are simply not captured.
-    with contextlib.suppress(Exception):
-        shell.enable_matplotlib("inline")
+    # Inline plots: the zygote enables them once matplotlib is preloaded; a worker forked
+    # before that gets them from MPLBACKEND when the cell imports pyplot (sandbox/zygote.py).
     magics = shell.magics_manager
     magics.register_function(lambda line: run_pip(shell, shlex.split(line)), "line", "pip")
     for name in ("conda", "mamba", "micromamba", "uv"):
         magics.register_function(_refuse_package_manager(name), "line", name)
+    charts.register(shell)  # figures also yield application/vnd.lci.chart+json
     return shell
 
 

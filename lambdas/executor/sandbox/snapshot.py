@@ -21,8 +21,6 @@ import struct
 from types import ModuleType
 from typing import Any
 
-import cloudpickle
-
 MAGIC = b"LCISNAP2"
 _LENGTH = struct.Struct("!Q")
 # Always IPython's. `exit`, `quit`, `get_ipython` are in `user_ns_hidden` unless rebound.
@@ -36,6 +34,20 @@ def is_snapshot_name(name: str, hidden: dict[str, Any], value: Any) -> bool:
         return False
     # Names IPython injected itself (and the user did not rebind).
     return not (name in hidden and hidden[name] is value)
+
+
+def snapshot_names(namespace: dict[str, Any], hidden: dict[str, Any]) -> list[str]:
+    """The names `is_snapshot_name` keeps, in namespace order, without a Python call per name:
+    IPython adds `_i<N>` for every cell, so a long session's namespace is mostly history, and
+    this runs on every execution."""
+    match = _IPYTHON_PATTERN.match
+    return [
+        name
+        for name, value in namespace.items()
+        if name not in _IPYTHON_NAMES
+        and (name[:1] != "_" or not match(name))
+        and not (name in hidden and hidden[name] is value)
+    ]
 
 
 class Snapshot:
@@ -58,13 +70,14 @@ class Snapshot:
 
 def dump_namespace(namespace: dict[str, Any], hidden: dict[str, Any]) -> Snapshot:
     """Serialize the user variables; unpicklable ones are listed in `dropped`."""
+    import cloudpickle  # here, not above: the zygote forks its first worker before loading it
+
     modules: dict[str, str] = {}
     variables: list[tuple[str, bytes, int]] = []
     buffers: list[memoryview] = []
     dropped: list[str] = []
-    for name, value in list(namespace.items()):
-        if not is_snapshot_name(name, hidden, value):
-            continue
+    for name in snapshot_names(namespace, hidden):
+        value = namespace[name]
         if isinstance(value, ModuleType):
             modules[name] = value.__name__
             continue

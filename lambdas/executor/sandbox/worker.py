@@ -20,9 +20,7 @@ import os
 import resource
 import signal
 import socket
-from typing import Any, NoReturn
-
-from pydantic import BaseModel, ValidationError
+from typing import Any, NoReturn, cast
 
 from lambdas.executor import protocol
 from lambdas.executor.sandbox import hygiene, kernel, packages, snapshot, transfer, workspace
@@ -158,32 +156,33 @@ class Worker:
     def serve(self) -> None:
         while True:
             try:
-                frame = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
-                request = protocol.RunRequest.model_validate(frame)
-            except (protocol.ProtocolError, OSError, ValidationError):
+                request = protocol.recv_frame(self.sock, INVOCATION_FRAME_BYTES)
+            except (protocol.ProtocolError, OSError):
                 return
-            reply = self.run(request)
+            if not isinstance(request, dict) or request.get("op") != "run":
+                return  # only the trusted parent writes here
+            reply = self.run(cast(protocol.RunRequest, request))
             if os.getpid() != self.pid:  # forked by user code while the state was saved
                 os._exit(0)
             self.send(reply)
             if self.one_shot:
                 return
 
-    def send(self, message: BaseModel) -> None:
+    def send(self, message: protocol.WorkerFrame) -> None:
         """A frame to the parent. Output JSON cannot encode was cleaned when it was captured
         (sandbox/mime.py); should anything still slip through, the cell fails with a clear
         error instead of the worker dying with it."""
         try:
-            data = protocol.encode_model(message)
+            data = protocol.encode_frame(message)
         except (TypeError, ValueError) as exc:
-            if getattr(message, "cell", None) is None:
+            if message.get("cell") is None:
                 raise
-            failed = protocol.Cell.failed(
+            failed = protocol.failed_cell(
                 "OutputNotEncodable",
                 f"the cell's output could not be encoded as JSON ({type(exc).__name__}); "
                 "it was dropped",
             )
-            data = protocol.encode_model(message.model_copy(update={"cell": failed}))
+            data = protocol.encode_frame({**message, "cell": failed})
         self.sock.sendall(data)
 
     def forked_by_user_code(self) -> None:
@@ -224,24 +223,26 @@ class Worker:
         ]
         with contextlib.suppress(Exception):
             cell = protocol.Cell(
-                status=protocol.CellStatus.TIMEOUT,
+                status=protocol.CellStatus.TIMEOUT.value,
                 stdout=capture.stream_text("stdout"),
                 stderr=capture.stream_text("stderr"),
                 stdout_truncated=capture.truncated["stdout"],
                 stderr_truncated=capture.truncated["stderr"],
+                result=None,
                 outputs=outputs,
+                error=None,
                 warnings=capture.warnings,
             )
-            self.send(protocol.PartialFrame(run=self.run_id, cell=cell))
+            self.send(protocol.PartialFrame(kind="partial", run=self.run_id, cell=cell))
         self.in_cell = False  # once is enough
 
     def _enter_sandbox(self, request: protocol.RunRequest) -> None:
-        self.workspace = request.workspace
-        self.package_cache = request.package_cache
+        self.workspace = request["workspace"]
+        self.package_cache = request["package_cache"]
         os.makedirs(self.workspace, mode=0o700, exist_ok=True)
         os.chdir(self.workspace)
         scrub_environment(self.workspace)
-        inv = request.inv
+        inv = request["inv"]
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
         apply_rlimits(spec)
@@ -268,12 +269,12 @@ class Worker:
     # -- one invocation ------------------------------------------------------------------------
 
     def run(self, request: protocol.RunRequest) -> protocol.ResultFrame:
-        self.run_id = request.run
+        self.run_id = request["run"]
         if self.mirror is not None:
             self.mirror.reset()  # the parent must never read an earlier run's output
-        inv = request.inv
+        inv = request["inv"]
         if not self.sandboxed:
-            self.one_shot = request.one_shot
+            self.one_shot = request["one_shot"]
             self._enter_sandbox(request)
         hygiene.forget_killed_helpers(_reap_children())
         warnings: list[str] = []
@@ -281,25 +282,25 @@ class Worker:
         try:
             restored = self._prepare(inv, warnings)
         except PackageError as exc:
-            cell = protocol.Cell.failed("PackageInstallError", str(exc))
+            cell = protocol.failed_cell("PackageInstallError", str(exc))
             return self._final(cell, None, [], warnings)
         except (transfer.TransferError, workspace.UnsafePathError, ValueError, OSError) as exc:
             return self._final(
-                protocol.Cell.failed("PreparationFailed", str(exc)), None, [], warnings
+                protocol.failed_cell("PreparationFailed", str(exc)), None, [], warnings
             )
-        if request.announce_run:
-            self.send(protocol.PhaseFrame(run=self.run_id))
+        if request["announce_run"]:
+            self.send(protocol.PhaseFrame(kind="phase", run=self.run_id, phase="run"))
 
         cell = self._run_cell(inv)
         state = inv.get("state") or {}
         files = inv.get("files") or {}
         wants_save = bool(state.get("upload")) or bool(files.get("upload"))
         if wants_save:
-            self.send(protocol.SavingFrame(run=self.run_id, cell=cell))
+            self.send(protocol.SavingFrame(kind="saving", run=self.run_id, cell=cell))
         state_report = self._save_state(inv, warnings)
         if not self.one_shot:
-            state_report = state_report or protocol.StateReport()
-            state_report.variables = self._variables()
+            state_report = state_report or protocol.empty_state_report()
+            state_report["variables"] = self._variables()
         output_files = self._collect_files(inv, warnings)
         return self._final(cell, state_report, output_files, warnings, restored, wants_save)
 
@@ -312,14 +313,15 @@ class Worker:
         restored: bool = False,
         cell_sent: bool = False,
     ) -> protocol.ResultFrame:
-        cell.warnings = cell.warnings + warnings + self.package_warnings
+        cell["warnings"] = cell["warnings"] + warnings + self.package_warnings
         self.package_warnings = []
         return protocol.ResultFrame(
+            kind="result",
             run=self.run_id,
             cell=None if cell_sent else cell,
-            late_warnings=cell.warnings if cell_sent else [],
+            late_warnings=cell["warnings"] if cell_sent else [],
             files=files,
-            state=state_report or protocol.StateReport(),
+            state=state_report or protocol.empty_state_report(),
             restored=restored,
         )
 
@@ -413,16 +415,16 @@ class Worker:
                 else:
                     os.environ[name] = value
             kernel.SINK.capture = kernel.CellCapture(0, 0)
-        status = protocol.CellStatus.OK
+        status = protocol.CellStatus.OK.value
         error = capture.error
         if capture.memory_error and error is not None:
-            status = protocol.CellStatus.MEMORY_EXCEEDED
+            status = protocol.CellStatus.MEMORY_EXCEEDED.value
             detail = f": {error['value']}" if error["value"] else ""
             error["value"] = (
                 f"the cell exceeded the memory limit ({self.memory_mb} MB address space){detail}"
             )
         elif error is not None:
-            status = protocol.CellStatus.ERROR
+            status = protocol.CellStatus.ERROR.value
         return protocol.Cell(
             status=status,
             stdout=capture.stream_text("stdout"),
@@ -431,32 +433,34 @@ class Worker:
             stderr_truncated=capture.truncated["stderr"],
             result=capture.result,
             outputs=capture.finished_outputs(),
-            error=protocol.CellError(**error) if error is not None else None,
+            error=protocol.CellError(
+                name=error["name"], value=error["value"], traceback=error["traceback"]
+            )
+            if error is not None
+            else None,
             warnings=capture.warnings,
         )
 
     def _variables(self) -> list[protocol.Variable]:
-        hidden = self.shell.user_ns_hidden
-        found: list[protocol.Variable] = []
-        for name, value in self.shell.user_ns.items():
-            if len(found) >= MAX_REPORTED_VARIABLES:
-                break
-            if snapshot.is_snapshot_name(name, hidden, value):
-                found.append(protocol.Variable(name=name, type=type(value).__name__))
-        return found
+        namespace = self.shell.user_ns
+        names = snapshot.snapshot_names(namespace, self.shell.user_ns_hidden)
+        return [
+            protocol.Variable(name=name, type=type(namespace[name]).__name__)
+            for name in names[:MAX_REPORTED_VARIABLES]
+        ]
 
     def _save_state(self, inv: dict[str, Any], warnings: list[str]) -> protocol.StateReport | None:
         state = inv.get("state")
         if not state or not state.get("upload") or not state.get("upload_key"):
             return None
-        report = protocol.StateReport()
+        report = protocol.empty_state_report()
         try:
             dumped = snapshot.dump_namespace(self.shell.user_ns, self.shell.user_ns_hidden)
         except MemoryError:
             warnings.append("session state was not saved: not enough memory to snapshot it")
             self.held_version = None
             return report
-        report.dropped = dumped.dropped
+        report["dropped"] = dumped.dropped
         if dumped.dropped:
             warnings.append(
                 "not saved in the session state (cannot be pickled): " + ", ".join(dumped.dropped)
@@ -475,8 +479,8 @@ class Worker:
             warnings.append(f"session state was not saved: {exc}")
             self.held_version = None
             return report
-        report.uploaded = True
-        report.size = dumped.size
+        report["uploaded"] = True
+        report["size"] = dumped.size
         # The API commits this upload as version + 1; a mismatch next time means it did not.
         self.held_version = state["version"] + 1
         return report
