@@ -82,6 +82,7 @@ class ApiFunction(Construct):
             "POWERTOOLS_SERVICE_NAME": _default("POWERTOOLS_SERVICE_NAME"),
             "POWERTOOLS_METRICS_NAMESPACE": _default("POWERTOOLS_METRICS_NAMESPACE"),
             "POWERTOOLS_LOG_LEVEL": _default("POWERTOOLS_LOG_LEVEL"),
+            "POWERTOOLS_TRACER_CAPTURE_RESPONSE": _default("POWERTOOLS_TRACER_CAPTURE_RESPONSE"),
         }
         self.log_group, self.role = own_log_group_and_role(
             self, config, "API function: the control plane's grants"

@@ -48,13 +48,18 @@ class StackConfig(BaseModel):
         description="isolated: executor in a VPC with isolated subnets and an S3 endpoint only; "
         "internet: executor outside any VPC (can reach PyPI and the internet).",
     )
+    dnsFirewall: bool = Field(
+        default=True,
+        description="isolated mode: Route 53 Resolver DNS Firewall on the executor's VPC answers "
+        "only the bucket's regional S3 host (DNS would otherwise be a way out).",
+    )
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     executorMemoryMb: int = Field(default=3008, ge=512, le=10240)
     executorEphemeralStorageMb: int = Field(default=2048, ge=512, le=10240)
     apiMemoryMb: int = Field(default=512, ge=128, le=10240)
     maxTimeoutMs: int = Field(default=limits.MAX_TIMEOUT_MS, ge=limits.MIN_TIMEOUT_MS)
     defaultTimeoutMs: int = Field(default=limits.DEFAULT_TIMEOUT_MS, ge=limits.MIN_TIMEOUT_MS)
-    syncWaitMs: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0, le=28_000)
+    syncWaitMs: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0, le=limits.MAX_SYNC_WAIT_MS)
     maxCodeBytes: int = Field(default=limits.MAX_CODE_BYTES, gt=0)
     maxUploadBytes: int = Field(default=limits.MAX_UPLOAD_BYTES, gt=0)
     sessionTtlSeconds: int = Field(

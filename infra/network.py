@@ -4,6 +4,12 @@ one way out is an S3 gateway endpoint restricted to this deployment's bucket.
 The executor holds no S3 permissions: it reaches S3 only with presigned URLs the API function
 put in the invocation, and reads the wheelhouse without credentials, which the bucket allows
 only through this endpoint.
+
+DNS is the other way out: the VPC's resolver recurses to the internet, so a query for
+`<data>.attacker.example` reaches the attacker's name server without any route. With
+`dnsFirewall` (default) Route 53 Resolver DNS Firewall answers only the bucket's regional host
+(`<bucket>.s3.<region>.amazonaws.com`, what presigned URLs and the wheelhouse URL name) and
+NXDOMAIN to everything else.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53resolver as resolver
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -19,6 +26,11 @@ from lambdas.shared import storage
 
 HTTPS_PORT = 443
 MAX_AZS = 2
+# DNS Firewall rule priorities (within the group) and the group's priority on the VPC (DNS
+# Firewall accepts 101-9899 for associations).
+ALLOW_RULE_PRIORITY = 100
+BLOCK_RULE_PRIORITY = 200
+FIREWALL_ASSOCIATION_PRIORITY = 101
 
 
 class Network(Construct):
@@ -96,4 +108,40 @@ class Network(Construct):
         # gateway endpoint (whose prefix list is region-specific, so not named here).
         self.executor_security_group.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "S3 through the gateway endpoint"
+        )
+        if config.dnsFirewall:
+            self._dns_firewall(bucket)
+
+    def _dns_firewall(self, bucket: s3.IBucket) -> None:
+        allowed = resolver.CfnFirewallDomainList(
+            self,
+            "ExecutorAllowedDomains",
+            domains=[bucket.bucket_regional_domain_name],
+        )
+        everything = resolver.CfnFirewallDomainList(self, "EverythingElse", domains=["*"])
+        rules = resolver.CfnFirewallRuleGroup(
+            self,
+            "ExecutorDnsFirewall",
+            firewall_rules=[
+                resolver.CfnFirewallRuleGroup.FirewallRuleProperty(
+                    action="ALLOW",
+                    priority=ALLOW_RULE_PRIORITY,
+                    firewall_domain_list_id=allowed.attr_id,
+                    # S3 answers with a CNAME chain to its own hosts: trusted, not re-checked.
+                    firewall_domain_redirection_action="TRUST_REDIRECTION_DOMAIN",
+                ),
+                resolver.CfnFirewallRuleGroup.FirewallRuleProperty(
+                    action="BLOCK",
+                    priority=BLOCK_RULE_PRIORITY,
+                    firewall_domain_list_id=everything.attr_id,
+                    block_response="NXDOMAIN",
+                ),
+            ],
+        )
+        resolver.CfnFirewallRuleGroupAssociation(
+            self,
+            "ExecutorDnsFirewallAssociation",
+            firewall_rule_group_id=rules.attr_id,
+            vpc_id=self.vpc.vpc_id,
+            priority=FIREWALL_ASSOCIATION_PRIORITY,
         )

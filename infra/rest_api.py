@@ -1,11 +1,12 @@
 """The REST API: the routes of SPEC §3 (`lambdas/shared/routes.py`), each proxied to the API
 function.
 
-An API key is required on every method except `GET /` (the playground), `GET /v1/health` and
-`GET /v1/openapi.json`; a usage plan throttles each key and caps its monthly requests, and the
-routes without a key (which no usage plan covers) are throttled per method. API Gateway's own
-rejections (missing key, throttling, quota, invalid body) use the product's error shape; other
-methods and unknown paths reach the API function (405 / 404) after the key check.
+An API key is required on every method except those of `/` (the playground, `GET`),
+`/v1/health` and `/v1/openapi.json`; a usage plan throttles each key and caps its monthly requests,
+and the methods served without a key (which no usage plan covers) are throttled per method. API
+Gateway's own rejections (missing key, throttling, quota, invalid body, a body over 10 MB, an
+integration over 29 s) use the product's error shape; other methods and unknown paths reach the API
+function (405 / 404) after the key check.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from lambdas.shared.routes import (
     PUBLIC_PATHS,
     RESOURCE_PATHS,
     ROUTES,
-    Route,
 )
 
 # Minimal request shapes checked at the edge (a JSON object with these string properties);
@@ -49,7 +49,9 @@ GATEWAY_ERRORS: dict[str, tuple[str | None, str]] = {
     "QUOTA_EXCEEDED": ("429", "QUOTA_EXCEEDED"),
     "BAD_REQUEST_BODY": ("400", "INVALID_REQUEST"),
     "BAD_REQUEST_PARAMETERS": ("400", "INVALID_REQUEST"),
-    "REQUEST_TOO_LARGE": ("413", "PAYLOAD_TOO_LARGE"),
+    "REQUEST_TOO_LARGE": ("413", "PAYLOAD_TOO_LARGE"),  # a body over API Gateway's 10 MB
+    # The API function did not answer within API Gateway's 29 s (a sync run answers 202 before).
+    "INTEGRATION_TIMEOUT": ("504", "INTEGRATION_TIMEOUT"),
     "DEFAULT_4XX": (None, "INVALID_REQUEST"),
     "DEFAULT_5XX": (None, "INTERNAL"),
 }
@@ -74,10 +76,24 @@ ACCESS_LOG_FORMAT = {
 }
 
 
-def method_options_path(route: Route) -> str:
-    """A route's key in the stage's method options: `/<resource path>/<HTTP method>`; the root
+# The methods an `ANY` method serves. Stage method settings name the request's own method,
+# never `ANY`, so a public path's other methods (405 from the API function) are throttled by
+# one setting each.
+ANY_METHOD_SERVES: tuple[str, ...] = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def method_options_path(path: str, method: str) -> str:
+    """A method's key in the stage's method options: `/<resource path>/<HTTP method>`; the root
     resource is `//GET` (CDK's parseMethodOptionsPath reads an empty first component as `/`)."""
-    return f"/{route.path.strip('/')}/{route.method}"
+    return f"/{path.strip('/')}/{method}"
+
+
+def keyless_methods() -> list[tuple[str, str]]:
+    """(path, method) of every method served without an API key: the public routes and every
+    other method of their paths (the `ANY` methods below)."""
+    methods = {(route.path, route.method) for route in ROUTES if route.public}
+    methods |= {(path, method) for path in PUBLIC_PATHS for method in ANY_METHOD_SERVES}
+    return sorted(methods)
 
 
 class RestApi(Construct):
@@ -108,12 +124,11 @@ class RestApi(Construct):
                 data_trace_enabled=False,  # would log request bodies, i.e. user code
                 metrics_enabled=True,
                 method_options={
-                    method_options_path(route): apigw.MethodDeploymentOptions(
+                    method_options_path(path, method): apigw.MethodDeploymentOptions(
                         throttling_rate_limit=config.publicThrottleRateLimit,
                         throttling_burst_limit=config.publicThrottleBurstLimit,
                     )
-                    for route in ROUTES
-                    if route.public
+                    for path, method in keyless_methods()
                 },
             ),
             default_method_options=apigw.MethodOptions(api_key_required=True),

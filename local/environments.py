@@ -185,9 +185,7 @@ class EnvironmentPool:
     # -- ExecutorPort ------------------------------------------------------------------------------
 
     def invoke(self, invocation: ExecutorInvocation) -> ExecutorResponse:
-        refused = lambda_limits.request_too_large(invocation)
-        if refused is not None:
-            return refused
+        lambda_limits.request_too_large(invocation)  # raises PayloadTooLarge, as the adapter
         try:
             environment = self._acquire(invocation.tenant_id)
         except EnvironmentFailed as exc:

@@ -8,16 +8,13 @@ JSON for machines. Times are in seconds everywhere, errors included. Exit status
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import dataclasses
 import getpass
 import json
 import math
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -28,15 +25,22 @@ from lci.config import (
     DEFAULT_ENDPOINT,
     ENDPOINT_ENV,
     ConfigError,
-    SessionBook,
     config_path,
     read_config_file,
     write_config_file,
 )
 from lci.errors import LciError
-from lci.live import Execution, ExecutionEvent
-from lci.models import ExecutionResult
-from lci.progress import IdleSpinner
+from lci.following import follow
+from lci.rendering import (
+    TIMEOUT_OPTION,
+    doctor_text,
+    emit,
+    print_json,
+    print_result,
+    save_images,
+    table,
+)
+from lci.session_commands import session_command
 from lci.shaping import DEFAULT_MAX_OUTPUT_CHARS
 from lci.units import seconds_to_ms, seconds_wording
 
@@ -60,8 +64,6 @@ EXTRAS = {
     "jupyter": ("ipykernel.kernelbase", "jupyter_client.kernelspec"),
 }
 PACKAGE_NAME = "lambda-code-interpreter"
-IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg"}
-TIMEOUT_OPTION = "--timeout"
 
 
 class UsageError(Exception):
@@ -237,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     notebook.add_argument("--session", required=True, help="the session to export")
     notebook.add_argument("-o", "--output", help="write the .ipynb here (default: stdout)")
 
+    command("doctor", "which protections hold in the executor's environment, and the API's setup")
+
     mcp = command(
         "mcp", f"serve the MCP tools over stdio (needs: pip install '{PACKAGE_NAME}[mcp]')"
     )
@@ -360,7 +364,7 @@ def _install_kernel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "or run `lci configure`\n"
         )
     summary = {"name": args.name, "display_name": DISPLAY_NAME, "path": path}
-    _emit(
+    emit(
         args.json,
         out,
         summary,
@@ -399,7 +403,7 @@ def _configure(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             except LciError as exc:
                 summary["check"] = f"{exc.code}: {exc.message}"
                 err.write(f"warning: saved, but trying the key failed: {summary['check']}\n")
-    _emit(args.json, out, summary, f"saved {path}")
+    emit(args.json, out, summary, f"saved {path}")
     return EXIT_OK
 
 
@@ -409,32 +413,32 @@ def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
         case "run":
             return _run(client, args, out, err)
         case "session":
-            return _session(client, args, out, err)
+            session_command(client, args, out, err)
         case "upload":
             info = client.upload_file(args.session, args.local, args.remote)
-            _emit(as_json, out, dataclasses.asdict(info), f"uploaded {args.local} -> {info.path}")
+            emit(as_json, out, dataclasses.asdict(info), f"uploaded {args.local} -> {info.path}")
         case "download":
             target = _download_target(args.remote, args.local)
             data = client.download_file(args.session, args.remote, target)
             summary = {"path": args.remote, "local": str(target), "size": len(data)}
-            _emit(as_json, out, summary, f"downloaded {args.remote} -> {target} ({len(data)} B)")
+            emit(as_json, out, summary, f"downloaded {args.remote} -> {target} ({len(data)} B)")
         case "ls":
             files = client.list_files(args.session)
             rows = [[f.path, str(f.size), f.modified_at or ""] for f in files]
-            _emit(
+            emit(
                 as_json,
                 out,
                 {"files": [dataclasses.asdict(f) for f in files]},
-                _table(["PATH", "SIZE", "MODIFIED"], rows) if rows else "(no files)",
+                table(["PATH", "SIZE", "MODIFIED"], rows) if rows else "(no files)",
             )
         case "rm":
             client.delete_file(args.session, args.path)
-            _emit(as_json, out, {"deleted": args.path}, f"deleted {args.path}")
+            emit(as_json, out, {"deleted": args.path}, f"deleted {args.path}")
         case "packages":
             catalogue = client.packages()
             rows = [[p.name, p.version, p.source] for p in catalogue.packages]
-            text = f"python {catalogue.python}\n" + _table(["PACKAGE", "VERSION", "SOURCE"], rows)
-            _emit(as_json, out, dataclasses.asdict(catalogue), text)
+            text = f"python {catalogue.python}\n" + table(["PACKAGE", "VERSION", "SOURCE"], rows)
+            emit(as_json, out, dataclasses.asdict(catalogue), text)
         case "usage":
             usage = client.usage()
             quota = usage.quota
@@ -443,14 +447,17 @@ def _dispatch(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
                 f"executions  {usage.executions} / {quota.get('executions', 0) or 'unlimited'}\n"
                 f"compute_ms  {usage.compute_ms} / {quota.get('compute_ms', 0) or 'unlimited'}"
             )
-            _emit(as_json, out, dataclasses.asdict(usage), text)
+            emit(as_json, out, dataclasses.asdict(usage), text)
+        case "doctor":
+            report = client.diagnostics()
+            emit(as_json, out, report, doctor_text(client.endpoint, report))
         case "notebook":
             document = client.notebook(args.session)
             if args.output:
                 Path(args.output).write_text(json.dumps(document, indent=1))
-                _emit(as_json, out, {"path": args.output}, f"wrote {args.output}")
+                emit(as_json, out, {"path": args.output}, f"wrote {args.output}")
             else:
-                _print_json(document, out)
+                print_json(document, out)
     return EXIT_OK
 
 
@@ -475,7 +482,7 @@ def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_INTERRUPTED
     saved = save_images(result, Path(args.save_images)) if args.save_images else {}
     if as_json:
-        _print_json(result.raw, out)
+        print_json(result.raw, out)
         for path in saved.values():
             err.write(f"[image saved: {path}]\n")
     else:
@@ -483,90 +490,6 @@ def _run(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if result.success:
         return EXIT_OK
     return EXIT_TIMEOUT if result.status == "timeout" else EXIT_CODE_FAILED
-
-
-INTERRUPTING = "[interrupting: the session keeps its variables; Ctrl-C again to detach]"
-
-
-def follow(
-    run: Execution,
-    out: TextIO,
-    err: TextIO,
-    *,
-    show: bool = True,
-    describe_displays: bool = True,
-    sleep: Callable[[float], None] | None = None,
-) -> ExecutionResult | None:
-    """Print a run's output as it arrives (stdout to `out`, stderr to `err`, a spinner with the
-    elapsed time on a terminal while nothing prints) until it is over; its result. The first
-    Ctrl-C interrupts the run remotely (it ends as `interrupted`, its session's state kept), a
-    second one detaches: None, the run goes on."""
-    interrupting = False
-    line_open = False
-    with IdleSpinner("running", err) as spinner:
-        while True:
-            try:
-                for event in run.poll():
-                    if not show or event.kind == "result":
-                        continue
-                    with spinner.printing():
-                        text = _event_text(event, describe_displays)
-                        target = out if event.kind == "stdout" else err
-                        target.write(text)
-                        target.flush()
-                        spinner.wrote(text)
-                        if event.kind == "stdout" and text:
-                            line_open = not text.endswith("\n")
-                if run.result is not None:
-                    if line_open:
-                        out.write("\n")
-                    return run.result
-                (sleep or time.sleep)(run.next_delay())
-            except KeyboardInterrupt:
-                if interrupting:
-                    return None
-                interrupting = True
-                try:
-                    with spinner.printing():
-                        err.write(f"\n{INTERRUPTING}\n")
-                        err.flush()
-                    run.interrupt()
-                except KeyboardInterrupt:
-                    return None
-
-
-def _event_text(event: ExecutionEvent, describe_displays: bool) -> str:
-    if event.kind in ("stdout", "stderr"):
-        return event.text
-    output = event.output or {}
-    if output.get("output_type") != "display_data" or not describe_displays:
-        return ""  # the value and the error are printed with the result
-    data = output.get("data") or {}
-    kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
-    return f"[display: {kinds or 'text/plain'}]\n"
-
-
-def save_images(result: ExecutionResult, folder: Path) -> dict[int, Path]:
-    """Write each displayed image to `folder`; {index in result.outputs: path}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    saved: dict[int, Path] = {}
-    count = 0
-    for index, output in enumerate(result.outputs):
-        data = output.get("data") or {}
-        for mime, suffix in IMAGE_SUFFIXES.items():
-            encoded = data.get(mime)
-            if not isinstance(encoded, str):
-                continue
-            try:
-                raw = base64.b64decode(encoded)
-            except (binascii.Error, ValueError):
-                continue
-            count += 1
-            path = folder / f"{result.execution_id or 'image'}-{count}{suffix}"
-            path.write_bytes(raw)
-            saved[index] = path
-            break
-    return saved
 
 
 def _download_target(remote: str, local: str | None) -> Path:
@@ -578,132 +501,6 @@ def _download_target(remote: str, local: str | None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         return target / name
     return target
-
-
-def _session(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    book = SessionBook()
-    if args.session_command == "new":
-        session = client.create_session(args.ttl)
-        try:
-            book.add(client.endpoint, session.session_id)
-        except ConfigError as exc:
-            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
-        _emit(args.json, out, dataclasses.asdict(session), session.session_id)
-    elif args.session_command == "fork":
-        session = client.fork_session(args.session_id, args.ttl)
-        try:
-            book.add(client.endpoint, session.session_id)
-        except ConfigError as exc:
-            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
-        _emit(args.json, out, dataclasses.asdict(session), session.session_id)
-    elif args.session_command == "ls":
-        return _list_sessions(client, book, args.json, out)
-    elif args.session_command == "show":
-        session = client.get_session(args.session_id)
-        lines = [
-            f"{name:<16}{getattr(session, name)}"
-            for name in (
-                "session_id",
-                "status",
-                "execution_count",
-                "created_at",
-                "last_used_at",
-                "expires_at",
-            )
-        ]
-        lines += [f"  {v.name}: {v.type}" for v in session.variables]
-        _emit(args.json, out, dataclasses.asdict(session), "\n".join(lines))
-    else:
-        try:
-            client.delete_session(args.session_id)
-        except LciError as exc:
-            if exc.status == 404:
-                book.forget(client.endpoint, {args.session_id})
-            raise
-        book.forget(client.endpoint, {args.session_id})
-        _emit(args.json, out, {"deleted": args.session_id}, f"deleted {args.session_id}")
-    return EXIT_OK
-
-
-def _list_sessions(client: Client, book: SessionBook, as_json: bool, out: TextIO) -> int:
-    alive, gone = [], set()
-    for record in book.records(client.endpoint):
-        try:
-            alive.append(client.get_session(record.session_id))
-        except LciError as exc:
-            if exc.status != 404:
-                raise
-            gone.add(record.session_id)
-    if gone:
-        book.forget(client.endpoint, gone)
-    rows = [
-        [s.session_id, s.status, str(s.execution_count), s.last_used_at or "", s.expires_at or ""]
-        for s in alive
-    ]
-    text = (
-        _table(["SESSION", "STATUS", "CELLS", "LAST USED", "EXPIRES"], rows)
-        if rows
-        else "(no sessions created by `lci session new` on this endpoint are alive)"
-    )
-    document = {"sessions": [dataclasses.asdict(s) for s in alive], "pruned": sorted(gone)}
-    _emit(as_json, out, document, text)
-    return EXIT_OK
-
-
-def print_result(
-    result: ExecutionResult,
-    out: TextIO,
-    err: TextIO,
-    saved: dict[int, Path] | None = None,
-    streamed: bool = False,
-) -> None:
-    """Readable rendering: streams where they belong, the last value, errors and files
-    (`streamed`: the streams and displays were printed as they came, by `follow`)."""
-    saved = saved or {}
-    if result.stdout and not streamed:
-        out.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
-    if result.stderr and not streamed:
-        err.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")
-    for index, output in enumerate(result.outputs):
-        data = output.get("data") or {}
-        if index in saved:
-            err.write(f"[image saved: {saved[index]}]\n")
-        elif output.get("output_type") == "display_data" and not streamed:
-            kinds = ", ".join(sorted(k for k in data if k != "text/plain"))
-            err.write(f"[display: {kinds or 'text/plain'}]\n")
-    if result.text is not None:
-        out.write(result.text + "\n")
-    for flag, name in ((result.stdout_truncated, "stdout"), (result.stderr_truncated, "stderr")):
-        if flag:
-            err.write(f"[{name} truncated]\n")
-    if result.error is not None:
-        trace = result.error.traceback or [f"{result.error.name}: {result.error.value}"]
-        err.write(seconds_wording("\n".join(trace), TIMEOUT_OPTION) + "\n")
-    elif not result.success:
-        err.write(f"[{result.status}]\n")
-    for file in result.files:
-        err.write(f"[file: {file.path} ({file.size} B)]\n")
-    for warning in result.warnings:
-        err.write(f"[warning: {warning}]\n")
-
-
-def _emit(as_json: bool, out: TextIO, document: Any, text: str) -> None:
-    if as_json:
-        _print_json(document, out)
-    else:
-        out.write(text + "\n")
-
-
-def _print_json(document: Any, out: TextIO) -> None:
-    out.write(json.dumps(document, indent=2, default=str) + "\n")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ never carry the API key. The endpoint and key come from the arguments, else `LCI
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 from collections.abc import Callable
@@ -123,6 +124,11 @@ class Client:
     def usage(self) -> Usage:
         return Usage.from_dict(self.request("GET", "/v1/usage")[1])
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Which protections hold in the deployment's executor environment (`lci doctor`)."""
+        report: dict[str, Any] = self.request("GET", "/v1/diagnostics")[1]
+        return report
+
     # -- sessions ----------------------------------------------------------------------------------
 
     def create_session(self, ttl_seconds: int | None = None) -> Session:
@@ -148,8 +154,16 @@ class Client:
         )
 
     def notebook(self, session_id: str) -> dict[str, Any]:
-        """The session's cells and outputs as an nbformat v4 document."""
-        return self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[1]
+        """The session's cells and outputs as an nbformat v4 document — the whole of it: one
+        too large for an API response is fetched from its link (`metadata.lci.notebook_url`)."""
+        notebook: dict[str, Any] = self.request("GET", f"/v1/sessions/{_seg(session_id)}/notebook")[
+            1
+        ]
+        url = ((notebook.get("metadata") or {}).get("lci") or {}).get("notebook_url")
+        if not url:
+            return notebook
+        whole: dict[str, Any] = json.loads(self.fetch(url))
+        return whole
 
     # -- execution ---------------------------------------------------------------------------------
 

@@ -88,6 +88,11 @@ class ExecutionResult:
     duration_ms: int = 0
     warnings: list[str] = field(default_factory=list)
     usage: RunUsage | None = None  # None from a server that does not report it
+    # Too large for one response: head and tail inline, the whole behind these presigned GETs
+    # (`Client.fetch` reads them).
+    stdout_url: str | None = None
+    stderr_url: str | None = None
+    outputs_url: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

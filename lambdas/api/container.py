@@ -12,6 +12,7 @@ from typing import Any
 
 from lambdas.api.ports import Background, Clock, Executor
 from lambdas.api.service.common import Deps
+from lambdas.api.service.diagnostics import DiagnosticsService
 from lambdas.api.service.executions import ExecutionService
 from lambdas.api.service.files import FileService
 from lambdas.api.service.forks import ForkService
@@ -31,6 +32,7 @@ class Services:
     notebook: NotebookService
     packages: PackageService
     usage: UsageService
+    diagnostics: DiagnosticsService
     forks: ForkService
 
 
@@ -103,6 +105,7 @@ def _build(given: dict[str, Any]) -> Services:
         notebook=NotebookService(deps, sessions),
         packages=packages,
         usage=usage,
+        diagnostics=DiagnosticsService(deps),
         forks=ForkService(deps, sessions),
     )
 

@@ -59,7 +59,8 @@ class SessionRecord(_Entity):
 
 class ExecutionRecord(_Entity):
     """One execution: running (with `lost_after`, and `job` for the Lambda background runner)
-    or finished (with `result`, `finished_at` and the measured `compute_ms`)."""
+    or finished (with `result`, `finished_at`, the measured `compute_ms` and, for a result
+    too large for one response, `spilled`)."""
 
     execution_id: str
     principal: str
@@ -72,6 +73,9 @@ class ExecutionRecord(_Entity):
     finished_at: str | None = None
     compute_ms: int | None = None
     result: JsonDocument | None = None
+    # S3 keys of the result parts stored whole and linked from its response (`stdout`,
+    # `stderr`, `outputs`: lambdas/api/service/payloads.py), presigned afresh on each read.
+    spilled: dict[str, str] | None = None
     job: JsonDocument | None = None
 
     def is_running(self) -> bool:

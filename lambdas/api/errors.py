@@ -22,6 +22,10 @@ class ApiError(Exception):
         self.details = details
         super().__init__(self.message)
 
+    def response_headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries besides its body."""
+        return {}
+
 
 class InvalidRequest(ApiError):
     default_message = "the request is invalid"
@@ -76,6 +80,9 @@ class MethodNotAllowed(ApiError):
             details={"allowed_methods": list(allowed)},
         )
 
+    def response_headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
 
 class SessionBusy(ApiError):
     default_message = "the session is running another execution; retry when it has finished"
@@ -101,6 +108,18 @@ class PayloadTooLarge(ApiError):
 
 class RateLimited(ApiError):
     default_message = "too many requests; slow down"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        details: dict[str, Any] | None = None,
+        retry_after_seconds: int = 1,
+    ):
+        super().__init__(message, details)
+        self.retry_after_seconds = retry_after_seconds
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class QuotaExceeded(ApiError):

@@ -31,7 +31,9 @@ def _traced(entry: Any) -> Any:
         return entry
     from aws_lambda_powertools import Tracer
 
-    return Tracer().capture_lambda_handler(entry)
+    # A response holds user output and presigned URLs signed with the role's session token:
+    # traces keep timings only (the function's environment says the same for any other capture).
+    return Tracer().capture_lambda_handler(entry, capture_response=False)
 
 
 handler = _traced(_handle)

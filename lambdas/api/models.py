@@ -13,9 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas.shared import limits
-from lambdas.shared.models import ExecutionResult
+from lambdas.shared.models import ExecutionResult, ProtectionReport
 
 __all__ = [
+    "Diagnostics",
     "ErrorBody",
     "ExecuteAccepted",
     "ExecuteRequest",
@@ -178,6 +179,16 @@ class Usage(_Response):
     executions: int
     compute_ms: int
     quota: Quota
+
+
+class Diagnostics(_Response):
+    """GET /v1/diagnostics: which protections hold in the executor's environment (each check
+    `ok` true / false / null for not applicable), or why the executor could not say; and how
+    the API is configured."""
+
+    executor: ProtectionReport | None = None
+    executor_error: str | None = None
+    api: dict[str, str | int] = Field(default_factory=dict)
 
 
 class ErrorDetail(_Response):

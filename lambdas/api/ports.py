@@ -99,7 +99,8 @@ Poller = Callable[[], ExecutionResult | None]
 
 class BackgroundHandle(Protocol):
     def wait(self, timeout_s: float) -> ExecutionResult | None:
-        """The finished result, or None if the run is still going after `timeout_s`."""
+        """The finished result, or None if the run is still going after `timeout_s`; an
+        in-process run's exception (a refusal for a waiting caller) is raised here."""
         ...
 
 

@@ -30,7 +30,7 @@ class ApiSettings(BaseSettings):
     SELF_FUNCTION_NAME: str = ""
     STAGE: str = "dev"
     NETWORK_MODE: Literal["isolated", "internet"] = "isolated"
-    SYNC_WAIT_MS: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0)
+    SYNC_WAIT_MS: int = Field(default=limits.DEFAULT_SYNC_WAIT_MS, gt=0, le=limits.MAX_SYNC_WAIT_MS)
     DEFAULT_TIMEOUT_MS: int = Field(default=limits.DEFAULT_TIMEOUT_MS, gt=0)
     MAX_TIMEOUT_MS: int = Field(default=limits.MAX_TIMEOUT_MS, gt=0)
     MAX_CODE_BYTES: int = Field(default=limits.MAX_CODE_BYTES, gt=0)
@@ -48,6 +48,8 @@ class ApiSettings(BaseSettings):
     POWERTOOLS_SERVICE_NAME: str = "lci-api"
     POWERTOOLS_METRICS_NAMESPACE: str = "LambdaCodeInterpreter"
     POWERTOOLS_LOG_LEVEL: str = "INFO"
+    # X-Ray never records a response (user output, presigned URLs): see lambdas/api/handler.py.
+    POWERTOOLS_TRACER_CAPTURE_RESPONSE: Literal["false"] = "false"
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import os
 import threading
 from typing import Any
 
+from lambdas.executor.host import protections
 from lambdas.executor.host.engine import Engine
 from lambdas.executor.settings import ExecutorSettings
 
@@ -63,3 +64,4 @@ def shutdown() -> None:
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     warm_up()
+    protections.log_at_init(_get_engine().zygote_huge_pages)  # what holds in this environment

@@ -11,13 +11,29 @@ from typing import Final
 
 PYTHON_VERSION: Final = "3.13"
 
+# AWS limits the product is shaped by
+LAMBDA_SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response of a sync invoke
+# The API function's proxy response (its body JSON-encoded a second time) stays under this;
+# larger results and notebooks keep head and tail inline and link the rest (presigned GET), a
+# running execution's output so far is cut to fit (lambdas/api/service/live.py).
+API_RESPONSE_BUDGET_BYTES: Final = LAMBDA_SYNC_PAYLOAD_MAX_BYTES - 1024 * 1024
+
 # Execute requests
 DEFAULT_TIMEOUT_MS: Final = 30_000
 MAX_TIMEOUT_MS: Final = 300_000
 MIN_TIMEOUT_MS: Final = 100
-DEFAULT_SYNC_WAIT_MS: Final = 25_000  # under API Gateway's 29 s integration timeout
-# A run whose timeout plus this margin fits in the sync window is invoked inline (no hop).
-SYNC_FAST_PATH_MARGIN_MS: Final = 2_000
+# A sync call answers within this window (then 202), under API Gateway's 29 s integration
+# timeout with room for the API's own work; the default is the maximum.
+MAX_SYNC_WAIT_MS: Final = 25_000
+DEFAULT_SYNC_WAIT_MS: Final = MAX_SYNC_WAIT_MS
+# On Lambda the API function cannot answer 202 while it waits for an inline invoke, so a run is
+# invoked inline only when its timeout plus these allowances fits the window: a new tenant's
+# cold environment (Lambda init, layers, the zygote's preload) and the state restore and save.
+SYNC_INLINE_COLD_START_ALLOWANCE_MS: Final = 10_000
+SYNC_INLINE_TRANSFER_ALLOWANCE_MS: Final = 5_000
+SYNC_INLINE_ALLOWANCE_MS: Final = (
+    SYNC_INLINE_COLD_START_ALLOWANCE_MS + SYNC_INLINE_TRANSFER_ALLOWANCE_MS
+)
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 MAX_CODE_BYTES: Final = 10 * 1024
 MAX_ENV_VARS: Final = 64
@@ -51,7 +67,8 @@ DEFAULT_FILE_SIZE_LIMIT_BYTES: Final = 512 * 1024 * 1024
 DEFAULT_OPEN_FILES_LIMIT: Final = 256
 DEFAULT_EXTRA_PROCESSES_LIMIT: Final = 64  # added to the current process count of the uid
 MAX_STREAM_BYTES: Final = 1024 * 1024  # stdout and stderr each
-MAX_RESULT_BYTES: Final = 5 * 1024 * 1024  # whole ExecutionResult, under the 6 MB sync payload
+# Whole ExecutionResult as the executor's JSON response, under Lambda's 6 MB sync payload.
+MAX_RESULT_BYTES: Final = 5 * 1024 * 1024
 MAX_STATE_BYTES: Final = 1024 * 1024 * 1024
 
 # Live execution: a running cell's output, published by the executor's trusted parent as
@@ -64,8 +81,6 @@ LIVE_BASE_EVERY: Final = 8  # every 8th chunk repeats all output so far: a reade
 MAX_LIVE_CHUNKS: Final = 2000  # per run (300 s at two a second, with room for a few retries)
 MAX_LIVE_CHUNK_BYTES: Final = 4 * 1024 * 1024  # the presigned POST's content-length-range
 MAX_LIVE_DISPLAY_BYTES: Final = 512 * 1024  # rich outputs shown while running, all together
-# A running execution's answer, encoded as API Gateway's proxy sends it: under Lambda's 6 MB.
-MAX_LIVE_VIEW_BYTES: Final = 4 * 1024 * 1024
 
 # Usage quotas per principal and calendar month (UTC); 0 means unlimited
 DEFAULT_QUOTA_EXECUTIONS: Final = 100_000

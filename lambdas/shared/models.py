@@ -81,6 +81,11 @@ class ExecutionResult(_Model):
     duration_ms: int = 0
     warnings: list[str] = Field(default_factory=list)
     usage: ExecutionUsage = Field(default_factory=ExecutionUsage)
+    # A result too large for one response keeps the head and tail of these inline; the whole
+    # of each is behind its presigned GET (set by the API function, None otherwise).
+    stdout_url: str | None = None
+    stderr_url: str | None = None
+    outputs_url: str | None = None  # every output, the last expression's value and the error
 
     @classmethod
     def running(cls, execution_id: str, session_id: str | None) -> ExecutionResult:
@@ -198,6 +203,8 @@ class ExecutorInvocation(_Model):
     inline_files: list[InlineFile] = Field(default_factory=list)
     wheelhouse: WheelhouseAccess | None = None
     live: LiveChannel | None = None  # None: nothing is published while the run goes
+    # Report which protections hold in this environment instead of running `code`.
+    diagnostics: bool = False
 
 
 class StateReport(_Model):
@@ -211,6 +218,27 @@ class StateReport(_Model):
     variables: list[dict[str, str]] = Field(default_factory=list)
 
 
+class ProtectionCheck(_Model):
+    """One protection of the executor: `ok` true (it holds), false (it does not) or null (not
+    applicable where the executor runs), and what was seen."""
+
+    ok: bool | None
+    detail: str = ""
+
+
+class ProtectionReport(_Model):
+    """What the executor found about its own environment (lambdas/executor/host/protections.py):
+    non_dumpable, rlimits, process_group_kill, pidfd, huge_pages, runtime_api_isolated."""
+
+    checks: dict[str, ProtectionCheck]
+    on_lambda: bool
+    uid: int
+    kernel: str
+    python: str
+    checked_at: str
+    duration_ms: int
+
+
 class ExecutorResponse(_Model):
     """What the executor returns. `result.files[*].download_url` is None here."""
 
@@ -218,3 +246,4 @@ class ExecutorResponse(_Model):
     state: StateReport = Field(default_factory=StateReport)
     cold_start: bool = False  # this environment's zygote was started by this invocation
     worker_restored: bool = False  # the session worker was (re)built from the snapshot
+    diagnostics: ProtectionReport | None = None  # answers a diagnostics invocation

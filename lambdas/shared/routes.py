@@ -46,6 +46,7 @@ DELETE_FILE = Route("DELETE", "/v1/sessions/{session_id}/files/{path+}")
 GET_NOTEBOOK = Route("GET", "/v1/sessions/{session_id}/notebook")
 LIST_PACKAGES = Route("GET", "/v1/packages")
 GET_USAGE = Route("GET", "/v1/usage")
+DIAGNOSTICS = Route("GET", "/v1/diagnostics")
 
 ROUTES: tuple[Route, ...] = (
     PLAYGROUND,
@@ -66,6 +67,7 @@ ROUTES: tuple[Route, ...] = (
     GET_NOTEBOOK,
     LIST_PACKAGES,
     GET_USAGE,
+    DIAGNOSTICS,
 )
 
 # The resources (one per path, whatever its methods), in declaration order.

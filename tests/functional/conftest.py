@@ -61,7 +61,16 @@ def api_event(
     return to_proxy_event(request, principal)
 
 
-_URL_KEYS = {"url", "download_url", "fields", "upload"}
+_URL_KEYS = {
+    "url",
+    "download_url",
+    "fields",
+    "upload",
+    "stdout_url",
+    "stderr_url",
+    "outputs_url",
+    "notebook_url",
+}
 # User-visible run output may legitimately contain tracebacks of the user's own code.
 _USER_CONTENT_KEYS = {"traceback", "outputs", "stderr", "stdout", "cells", "error"}
 
@@ -146,7 +155,10 @@ class ApiClient:
         text = raw["body"] or ""
         if raw.get("isBase64Encoded"):
             text = base64.b64decode(text).decode()
-        response = ApiResponse(int(raw["statusCode"]), dict(raw.get("headers") or {}), text)
+        headers = dict(raw.get("headers") or {})
+        # Powertools' REST resolver answers with multiValueHeaders, as API Gateway reads them.
+        headers.update({k: v[-1] for k, v in (raw.get("multiValueHeaders") or {}).items() if v})
+        response = ApiResponse(int(raw["statusCode"]), headers, text)
         assert_no_leaks(response.status, text)
         self.responses.append(response)
         return response

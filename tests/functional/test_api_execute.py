@@ -405,6 +405,7 @@ def test_throttled_executor_is_429_and_leaves_nothing(
     headers = {"Idempotency-Key": "retry-me"}
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", **FAST}, headers=headers)
     assert response.status == 429 and response.error_code == "RATE_LIMITED"
+    assert int(response.headers["Retry-After"]) >= 1
     assert "lease_id" not in _session_item(sid)
     fake_executor.behaviour = None
     retry = api.post(f"/v1/sessions/{sid}/execute", {"code": "1", **FAST}, headers=headers)

@@ -183,7 +183,7 @@ def test_a_running_view_fits_one_proxy_response_whatever_it_printed(
     )
     response = api.get(f"/v1/executions/{execution_id}")
     running = response.json()
-    assert len(json.dumps(response.text)) <= limits.MAX_LIVE_VIEW_BYTES
+    assert len(json.dumps(response.text)) <= limits.API_RESPONSE_BUDGET_BYTES
     assert running["stdout_truncated"] is True and running["stdout"].startswith('"\\"\\')
     fake_executor.release.set()
     _wait_finished(api, execution_id)

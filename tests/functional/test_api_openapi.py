@@ -87,6 +87,7 @@ ROUTE_ANSWERS: dict[Route, tuple[tuple[int, ...], tuple[type[ApiError], ...]]] =
     ),
     routes.LIST_PACKAGES: ((200,), ()),  # the whitelist is in the function's code
     routes.GET_USAGE: ((200,), (e.ServiceUnavailable,)),
+    routes.DIAGNOSTICS: ((200,), (e.RateLimited,)),  # the executor throttled
 }
 # Anything unexpected, on any route.
 ANY_ROUTE: tuple[type[ApiError], ...] = (e.InternalError,)
@@ -136,6 +137,11 @@ def test_openapi_document_is_valid_3_1_and_complete(document: dict[str, Any]) ->
     execute = document["paths"]["/v1/sessions/{session_id}/execute"]["post"]
     assert {"200", "202", "400", "404", "409", "413", "429"} <= set(execute["responses"])
     assert "ExecuteRequest" in document["components"]["schemas"]
+    # Results too large for one response link their parts (issue 12, item 2).
+    result_fields = document["components"]["schemas"]["ExecutionResult"]["properties"]
+    assert {"stdout_url", "stderr_url", "outputs_url"} <= set(result_fields)
+    notebook = document["paths"]["/v1/sessions/{session_id}/notebook"]["get"]
+    assert "notebook_url" in notebook["description"]
     assert document["paths"]["/v1/usage"]["get"]["security"] == [{"apiKey": []}]
     assert "security" not in document["paths"]["/v1/health"]["get"]
     assert "security" not in document["paths"]["/v1/openapi.json"]["get"]

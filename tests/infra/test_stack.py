@@ -320,6 +320,13 @@ def test_api_function_environment_matches_its_settings_model(synthesized: Synthe
     assert "/wheelhouse/x86_64/" in json.dumps(environment["WHEELHOUSE_URL"])
 
 
+def test_api_function_traces_without_capturing_responses(synthesized: Synthesized) -> None:
+    """X-Ray keeps timings, not responses (user output, presigned URLs with session tokens)."""
+    function = _api_function(synthesized)["Properties"]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["Environment"]["Variables"]["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+
+
 def test_api_function_may_invoke_the_executor_and_itself(synthesized: Synthesized) -> None:
     executor_id, _ = _executor(synthesized)
     api = _api_function(synthesized)

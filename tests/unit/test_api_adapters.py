@@ -79,11 +79,12 @@ def test_lambda_function_error_is_an_error_result_without_details() -> None:
 
 
 def test_lambda_throttle_raises_rate_limited() -> None:
-    from lambdas.api.adapters.executor import LambdaExecutor
+    from lambdas.api.adapters.executor import INVOKE_THROTTLE_ATTEMPTS, LambdaExecutor
 
-    executor = LambdaExecutor("lci-executor", read_timeout_s=400)
+    executor = LambdaExecutor("lci-executor", read_timeout_s=400, sleep=lambda _: None)
     with Stubber(executor._client) as stub:
-        stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
+        for _ in range(INVOKE_THROTTLE_ATTEMPTS):  # throttles are retried a few times first
+            stub.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
         with pytest.raises(RateLimited):
             executor.invoke(_invocation())
 
@@ -236,10 +237,12 @@ def test_an_execution_record_keeps_its_item_layout() -> None:
             "finished_at": "2025-01-01T00:00:01.000000Z",
             "compute_ms": 7,
             "result": JsonDocument(text='{"a":1}'),
+            "spilled": {"stdout": "executions/e1/stdout.txt"},
         }
     )
     item = item_attributes(finished)
     assert item["result"] == '{"a":1}' and "result_s3_key" not in item
+    assert item["spilled"] == {"stdout": "executions/e1/stdout.txt"}
     assert {"lost_after", "job", "job_s3_key"}.isdisjoint(item)
     assert entity_from_item(ExecutionRecord, item) == finished
 

@@ -206,3 +206,50 @@ def test_llm_tool_definitions_and_dispatch():
     assert json.loads(api.requests[0].content)["code"] == "1/0"
     assert "unknown tool" in dispatch_tool_call(_client(api), "rm_rf", {}).lower()
     assert "result:\n42" in format_result(ExecutionResult.from_dict(OK_RESULT))
+
+
+DIAGNOSTICS = {
+    "executor": {
+        "checks": {
+            "non_dumpable": {"ok": True, "detail": "a child cannot read this process's environ"},
+            "runtime_api_isolated": {"ok": False, "detail": "a child can connect to 127.0.0.1"},
+            "huge_pages": {"ok": None, "detail": "not here"},
+        },
+        "on_lambda": True,
+        "uid": 993,
+        "kernel": "5.10.240",
+        "python": "3.13.9",
+        "checked_at": "2026-11-30T12:00:00Z",
+        "duration_ms": 180,
+    },
+    "executor_error": None,
+    "api": {"stage": "prod", "region": "eu-west-1", "sync_wait_ms": 25000},
+}
+
+
+def test_doctor_prints_one_line_per_protection_and_what_did_not_hold(monkeypatch, capsys):
+    api = Api({("GET", "/v1/diagnostics"): lambda r: httpx.Response(200, json=DIAGNOSTICS)})
+    _patch_cli(monkeypatch, api)
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "  ok  non_dumpable" in out
+    assert "NO  runtime_api_isolated" in out and "n/a huge_pages" in out
+    assert "1 protection(s) did not take effect: runtime_api_isolated" in out
+    assert "Lambda, kernel 5.10.240" in out and "api       region = eu-west-1" in out
+    assert "checked 2026-11-30T12:00:00Z in 0.18 s" in out  # seconds, as everywhere in lci
+    assert "api       sync_wait = 25 s" in out
+    assert cli.main(["doctor", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == DIAGNOSTICS
+
+
+def test_a_notebook_too_large_for_one_response_is_fetched_whole_from_its_link():
+    whole = {"cells": [{"cell_type": "code", "source": "1"}] * 3, "metadata": {}}
+    partial = {"cells": [], "metadata": {"lci": {"notebook_url": "https://s3.test/nb?X-Amz=1"}}}
+    api = Api(
+        {
+            ("GET", "/v1/sessions/s1/notebook"): lambda r: httpx.Response(200, json=partial),
+            ("GET", "/nb"): lambda r: httpx.Response(200, json=whole),
+        }
+    )
+    assert _client(api).notebook("s1") == whole
+    assert "x-api-key" not in api.requests[-1].headers  # the link goes to S3, not the API

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from lci import cli
+from lci import cli, following
 from lci.default_session import DefaultSession
 from lci.live import ExecutionEvent, OutputTracker
 from lci.mcp_server import build_server
@@ -181,7 +181,7 @@ def test_interrupt_and_fork_call_their_routes() -> None:
 def _follow(api: Api, sleep: Callable[[float], None]) -> tuple[Any, str, str]:
     run = client_for(api).start("code")
     out, err = io.StringIO(), io.StringIO()
-    finished = cli.follow(run, out, err, sleep=sleep)
+    finished = following.follow(run, out, err, sleep=sleep)
     return finished, out.getvalue(), err.getvalue()
 
 
@@ -203,7 +203,7 @@ def test_lci_run_prints_output_as_it_arrives_and_ctrl_c_interrupts() -> None:
     assert finished is not None and finished.status == "interrupted"
     assert api.interrupted == [True]  # type: ignore[attr-defined]
     assert out == "a\nb\n"  # the open line is closed before the result
-    assert cli.INTERRUPTING in err and "oops\n" in err
+    assert following.INTERRUPTING in err and "oops\n" in err
 
 
 def test_a_second_ctrl_c_detaches(monkeypatch, capsys) -> None:
@@ -214,7 +214,7 @@ def test_a_second_ctrl_c_detaches(monkeypatch, capsys) -> None:
     def sleep(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", sleep)
+    monkeypatch.setattr(following.time, "sleep", sleep)
     assert cli.main(["run", "-"]) == cli.EXIT_INTERRUPTED
     out, err = capsys.readouterr()
     assert out == "a\n"

@@ -478,3 +478,23 @@ def test_the_output_mirror_keeps_order_and_survives_garbage() -> None:
         assert protocol.OutputMirror.read(fd) == []
     finally:
         os.close(fd)
+
+
+def test_output_written_to_the_fd_is_capped_on_its_json_size_in_the_response() -> None:
+    """A byte written straight to the fd can take six in the executor's JSON response
+    (`\\u0001`), and stream text is there twice (stdout and its output): the response must
+    still fit the result cap (Lambda's 6 MB response limit), however small the worker's frame."""
+    import time
+
+    from lambdas.executor.host.channel import CappedBuffer, Outcome, OutcomeKind
+    from lambdas.shared.models import ExecutorInvocation
+
+    invocation = ExecutorInvocation(execution_id="e1", tenant_id="t", code="os.write(1, ...)")
+    cap = invocation.limits.stream_bytes
+    out = CappedBuffer(cap)
+    out.add(b"\x01" * (cap + 10))
+    outcome = Outcome(OutcomeKind.CRASHED, out=out, err=CappedBuffer(cap), frame_bytes=0)
+    response = results.respond(invocation, -1, outcome, time.perf_counter(), False)
+    assert results.json_size(response["result"]) <= invocation.limits.result_bytes
+    assert response["result"]["stdout"].startswith("\x01")
+    assert response["result"]["stdout_truncated"] is True

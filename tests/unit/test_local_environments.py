@@ -165,18 +165,18 @@ def test_two_stacks_as_root_use_disjoint_uids_and_never_kill_each_others_environ
 
 
 def test_lambdas_six_megabyte_limit_holds_for_the_invocation_and_the_response(pool):
+    from lambdas.api.adapters.executor import RESULT_TOO_LARGE_MESSAGE
+    from lambdas.api.errors import PayloadTooLarge
     from local.lambda_limits import LAMBDA_SYNC_PAYLOAD_MAX_BYTES
 
     started = pool.stats()["started_total"]
-    too_big = _run(pool, "t1", "#" + "x" * LAMBDA_SYNC_PAYLOAD_MAX_BYTES)
-    assert too_big.status == "error"
-    assert too_big.error.value == (
-        "the executor could not be invoked (RequestEntityTooLargeException)"
-    )
+    # What the API's Lambda adapter raises for RequestEntityTooLargeException: a 413.
+    with pytest.raises(PayloadTooLarge):
+        _run(pool, "t1", "#" + "x" * LAMBDA_SYNC_PAYLOAD_MAX_BYTES)
     assert pool.stats()["started_total"] == started  # refused before any environment ran
     pid = _run(pool, "t1")["pid"]
     answer = _run(pool, "t1", f"big:{LAMBDA_SYNC_PAYLOAD_MAX_BYTES}")
     assert answer.status == "error"
-    assert "Function.ResponseSizeTooLarge" in answer.error.value
+    assert answer.error.value == RESULT_TOO_LARGE_MESSAGE  # Function.ResponseSizeTooLarge
     # The function itself returned normally: its environment stays warm.
     assert _run(pool, "t1", f"big:{LAMBDA_SYNC_PAYLOAD_MAX_BYTES // 2}")["pid"] == pid

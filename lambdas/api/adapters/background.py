@@ -33,14 +33,19 @@ class _ThreadHandle:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._result: ExecutionResult | None = None
+        self._error: BaseException | None = None
 
-    def finish(self, result: ExecutionResult | None) -> None:
+    def finish(self, result: ExecutionResult | None, error: BaseException | None = None) -> None:
         self._result = result
+        self._error = error
         self._done.set()
 
     def wait(self, timeout_s: float) -> ExecutionResult | None:
+        """The result, None while the run goes on; what the run raised is raised here."""
         if not self._done.wait(max(0.0, timeout_s)):
             return None
+        if self._error is not None:
+            raise self._error
         return self._result
 
 
@@ -54,11 +59,12 @@ class ThreadBackground:
         handle = _ThreadHandle()
 
         def job() -> None:
-            result: ExecutionResult | None = None
             try:
                 result = run()
-            finally:
-                handle.finish(result)
+            except BaseException as exc:  # the waiting caller raises it (e.g. a 429)
+                handle.finish(None, exc)
+                return
+            handle.finish(result)
 
         self._pool.submit(job)
         return handle

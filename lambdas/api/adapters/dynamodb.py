@@ -22,6 +22,8 @@ Only this module talks to DynamoDB.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from typing import Any
 
 from tenacity import (
@@ -61,6 +63,12 @@ from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
 _COMMIT_ATTEMPTS = 4
 _BATCH_ATTEMPTS = 8
+
+
+def _transaction_token(items: list[Any]) -> str:
+    """A ClientRequestToken (at most 36 characters) naming exactly this item set."""
+    canonical = json.dumps(items, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:36]
 
 
 class _Wire:
@@ -295,8 +303,11 @@ class DynamoTable:
                 }
             }
         )
-        # The token makes a retry after a lost response a no-op instead of a second commit.
-        token = f"commit-{execution_id}"[:36]
+        # The token makes a retry of this very transaction after a lost response a no-op
+        # instead of a second commit. DynamoDB ties a token to its items for 10 minutes, so a
+        # fallback commit of other items (lease lost, failure record) needs its own: the token
+        # is a digest of the items.
+        token = _transaction_token(items)
         for attempt in Retrying(
             stop=stop_after_attempt(_COMMIT_ATTEMPTS),
             wait=wait_exponential(multiplier=0.02, min=0.02),

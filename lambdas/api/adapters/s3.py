@@ -3,8 +3,12 @@
 Key layout (built only by `lambdas/api/service/common.py`): `sessions/{id}/files/{path}`,
 `sessions/{id}/state/{version}.pkl`, `sessions/{id}/notebook/…`, `executions/{id}/…`.
 State blobs are opaque bytes here: this module never reads them, let alone unpickles them.
-Presigned URLs honour `S3_ENDPOINT_URL` (the local stack's verifying S3 front,
-`local/s3_front.py`, on 127.0.0.1).
+Presigned URLs name the bucket's regional virtual-hosted endpoint,
+`https://<bucket>.s3.<region>.amazonaws.com/...` (also in us-east-1): S3's global host answers
+400 in Regions opened after March 2019, redirects young buckets elsewhere (a 307 that breaks the
+signature and CORS), and the executor's VPC gateway endpoint serves only its own Region.
+`S3_ENDPOINT_URL` overrides it (the local stack's verifying S3 front, `local/s3_front.py`, on
+127.0.0.1, path-style).
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ class S3BlobStore:
         import boto3  # lazy: keeps the handler module cheap to import
         from botocore.config import Config
 
-        s3_config: Any = {"addressing_style": "path"} if endpoint_url else {}
+        s3_config: Any = (
+            {"addressing_style": "path"}
+            if endpoint_url
+            else {"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"}
+        )
         self._bucket = bucket
         from lambdas.api.adapters.unreachable import translate_unreachable
 

@@ -1,4 +1,5 @@
-"""Routes about the service and the caller: health, the package whitelist, usage."""
+"""Routes about the service and the caller: health, the package whitelist, usage, and what the
+deployment's executor environment really enforces (diagnostics)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from lambdas.api import container
-from lambdas.api.errors import ServiceUnavailable
+from lambdas.api.errors import RateLimited, ServiceUnavailable
 from lambdas.api.http.common import caller, responses
-from lambdas.api.models import HealthResponse, PackageList, Usage
+from lambdas.api.models import Diagnostics, HealthResponse, PackageList, Usage
 from lambdas.shared import routes
 
 router = Router()
@@ -42,3 +43,18 @@ def list_packages(_: Principal) -> PackageList:
 )
 def get_usage(principal: Principal) -> Usage:
     return container.services().usage.current(principal)
+
+
+@router.get(
+    routes.DIAGNOSTICS.resolver_rule,
+    summary="Which protections hold in the executor's environment (runs no code)",
+    description="The executor checks, from a child process as user code would: a "
+    "non-dumpable parent, rlimits, process-group kill, pidfd, huge pages, and whether the "
+    "Lambda Runtime API is reachable. `lci doctor` prints it.",
+    responses=responses(
+        (200, "The executor's report", Diagnostics),
+        errors=(RateLimited,),  # executor throttled
+    ),
+)
+def diagnostics(principal: Principal) -> Diagnostics:
+    return container.services().diagnostics.report(principal)

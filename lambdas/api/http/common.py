@@ -91,5 +91,10 @@ def greedy_path(request: Request) -> str:
     return str((_event(request).path_parameters or {}).get(GREEDY_PATH_PARAMETER, ""))
 
 
-def json_response(status: int, body: Any) -> Response[Any]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers=headers or None,
+    )

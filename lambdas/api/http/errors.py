@@ -17,7 +17,6 @@ from lambdas.api.errors import (
     ApiError,
     InternalError,
     InvalidRequest,
-    MethodNotAllowed,
     RouteNotFound,
     error_body,
     status_and_code,
@@ -31,15 +30,9 @@ router = Router()
 @router.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[Any]:
     status, code = status_and_code(error)
-    response = json_response(status, error_body(code, error.message, error.details))
-    response.headers.update(error_headers(error))
-    return response
-
-
-def error_headers(error: ApiError) -> dict[str, str]:
-    if isinstance(error, MethodNotAllowed):
-        return {"Allow": ", ".join(error.allowed)}
-    return {}
+    return json_response(
+        status, error_body(code, error.message, error.details), headers=error.response_headers()
+    )
 
 
 @router.exception_handler(RequestValidationError)
@@ -89,7 +82,7 @@ def raw_error(error: ApiError) -> dict[str, Any]:
     status, code = status_and_code(error)
     return {
         "statusCode": status,
-        "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(error)},
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **error.response_headers()},
         "body": json.dumps(error_body(code, error.message, error.details)),
         "isBase64Encoded": False,
     }

@@ -78,6 +78,9 @@ def fork_session(
 @router.get(
     routes.GET_NOTEBOOK.resolver_rule,
     summary="The session's cells with outputs as an nbformat v4 notebook",
+    description="A notebook too large for one response (Lambda's 6 MB) keeps its first and "
+    "last cells, with large outputs shortened, and links the whole notebook as "
+    "`metadata.lci.notebook_url` (a presigned GET valid for minutes).",
     responses=responses((200, "nbformat v4 JSON", None), errors=_SESSION_ERRORS),
 )
 def get_notebook(principal: Principal, session_id: Annotated[str, Path()]) -> Response[Any]:

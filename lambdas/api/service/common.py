@@ -87,6 +87,19 @@ def execution_files_prefix(execution_id: str) -> str:
     return f"{execution_prefix(execution_id)}files/"
 
 
+# The whole of a result part too large for one response (lambdas/api/service/payloads.py).
+_OUTPUT_FILE_NAMES = {"stdout": "stdout.txt", "stderr": "stderr.txt", "outputs": "outputs.json"}
+
+
+def execution_output_key(execution_id: str, part: str) -> str:
+    return f"{execution_prefix(execution_id)}{_OUTPUT_FILE_NAMES[part]}"
+
+
+def notebook_export_key(session_id: str) -> str:
+    """The whole notebook, when it is too large for one response (rewritten on each export)."""
+    return f"{session_prefix(session_id)}notebook/export.ipynb"
+
+
 def execution_output_prefix(execution_id: str) -> str:
     """Where a running execution's output chunks go (lambdas/shared/live.py names them)."""
     return f"{execution_prefix(execution_id)}out/"

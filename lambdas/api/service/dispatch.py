@@ -1,21 +1,38 @@
-"""Dispatch: run inline when `timeout_ms` + a margin fits the sync window (fast path), else hand
-the run to the background port and wait up to the window (202 after it; `wait: false` → 202 at
-once). Either way a sync call answers within the window, whatever the executor does."""
+"""Dispatch: the sync window (at most 25 s, under API Gateway's 29 s) holds on every path.
+
+The running execution is recorded before the executor is invoked, whatever the path, so a run
+whose answer never reaches its caller still exists (and is reported lost if its process dies).
+Then:
+- `wait: false`: 202 at once; the background port runs it.
+- an in-process background (the local stack, tests): the run goes to a thread and the caller
+  waits for it up to the window, then gets 202 — a slow cold start or state restore included;
+- on Lambda the API function cannot answer while it still waits for an invoke, so a run is
+  invoked inline only when its timeout plus a cold-start and transfer allowance fits the window
+  (`limits.SYNC_INLINE_ALLOWANCE_MS`); any other run goes to the background invocation and the
+  caller waits for its record up to the window. The inline invoke runs on a thread of this
+  invocation all the same, so an executor that hangs past that allowance still lets the caller
+  have 202 when the window closes (the run finishes behind it while this environment lives).
+An invoke Lambda refuses before anything ran (throttled, over its request limit) answers a
+caller still waiting with 429 / 413 and leaves no trace; after a 202 it is the run's error.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from lambdas.api.models import ExecuteAccepted
-from lambdas.api.ports import ConditionFailed
-from lambdas.api.service.common import Deps, execution_prefix, store_json
+from lambdas.api.ports import BackgroundHandle
+from lambdas.api.service.common import Deps
 from lambdas.api.service.records import ExecutionRecords, Job
-from lambdas.api.service.run import RunService
+from lambdas.api.service.run import RunService, SyncCaller
 from lambdas.shared import limits
-from lambdas.shared.models import ExecutionResult, ExecutionStatus
+from lambdas.shared.models import ExecutionResult
+
+# A run that refused its caller at the very moment the window closed delivers its error within
+# this (it only has to give the lease back).
+_REFUSAL_DELIVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -24,6 +41,19 @@ class ExecuteOutcome:
 
     result: ExecutionResult | None = None
     accepted: ExecuteAccepted | None = None
+
+
+class _InlineRun:
+    """A `BackgroundHandle` for a run invoked inline on one of the dispatcher's threads."""
+
+    def __init__(self, future: Future[ExecutionResult]) -> None:
+        self._future = future
+
+    def wait(self, timeout_s: float) -> ExecutionResult | None:
+        try:
+            return self._future.result(timeout=max(0.0, timeout_s))
+        except FutureTimeout:
+            return None
 
 
 class Dispatcher:
@@ -35,62 +65,56 @@ class Dispatcher:
 
     def start(self, job: Job) -> ExecuteOutcome:
         job.created_at = self._deps.now()
-        window_ms = self._deps.settings.SYNC_WAIT_MS
-        if job.wait and job.timeout_ms + limits.SYNC_FAST_PATH_MARGIN_MS <= window_ms:
-            # Fast path: the run fits in the window, so it is invoked inline and its record is
-            # written once, when it is finished (no client knows its id before that) — unless
-            # an Idempotency-Key lets a retry find it meanwhile: then it is visible as running.
-            if job.idempotency_key_hash:
-                self.put_running(job, with_job=False)
-            # On a thread, so a run that outlives the window (an executor that hangs) still
-            # answers 202 when the window closes and finishes behind it.
-            inline = self._inline.submit(self._runs.run_job, job, raise_throttled=True)
-            try:
-                return ExecuteOutcome(result=inline.result(timeout=window_ms / 1000))
-            except FutureTimeout:
-                self.put_running(job, with_job=False, only_if_absent=True)
-                return ExecuteOutcome(
-                    accepted=ExecuteAccepted(
-                        execution_id=job.execution_id, session_id=job.session_id
-                    )
-                )
-
-        remote = self._deps.background.runs_remotely
-        if remote or not job.wait:
-            # The background runner (another invocation) or the client (it gets the id at once)
-            # needs the record before the run starts.
-            self.put_running(job, with_job=remote)
-        handle = self._deps.background.submit(
-            job.execution_id,
-            run=lambda: self._runs.run_job(job),
-            poll=lambda: self._records.finished_result(job.execution_id),
-        )
-        result = handle.wait(window_ms / 1000) if job.wait else None
-        if result is not None:
-            return ExecuteOutcome(result=result)
-        if job.wait and not remote:
-            # The run outlived the window: make it visible as running, unless it has just
-            # finished and written its final record (the put is conditional).
-            self.put_running(job, with_job=False, only_if_absent=True)
-        return ExecuteOutcome(
+        window_s = self._deps.settings.SYNC_WAIT_MS / 1000
+        background = self._deps.background
+        remote = background.runs_remotely
+        accepted = ExecuteOutcome(
             accepted=ExecuteAccepted(execution_id=job.execution_id, session_id=job.session_id)
         )
+        if not job.wait or (remote and not self._fits_inline(job)):
+            # The background invocation reads the job from the record.
+            self._records.put_running(job, with_job=remote)
+            try:
+                handle = background.submit(
+                    job.execution_id,
+                    run=lambda: self._runs.run_job(job),
+                    poll=lambda: self._records.finished_result(job.execution_id),
+                )
+            except Exception:
+                self._records.abandon(job)  # nothing will run it: no lease, record or claim
+                raise
+            result = handle.wait(window_s) if job.wait else None
+            return ExecuteOutcome(result=result) if result is not None else accepted
 
-    def put_running(self, job: Job, *, with_job: bool, only_if_absent: bool = False) -> None:
-        record = self._records.execution_record(job, ExecutionStatus.RUNNING)
-        if with_job:
-            stored_job = store_json(
-                self._deps,
-                job.model_dump(mode="json"),
-                execution_prefix(job.execution_id) + "job.json",
+        caller = SyncCaller()
+        # Written while the invocation is built; awaited before the invoke.
+        recorded = self._runs.record_running(job)
+
+        def run() -> ExecutionResult:
+            return self._runs.run_job(job, caller=caller, recorded=recorded)
+
+        running: BackgroundHandle = (
+            _InlineRun(self._inline.submit(run))
+            if remote
+            else background.submit(
+                job.execution_id,
+                run=run,
+                poll=lambda: self._records.finished_result(job.execution_id),
             )
-            record = record.model_copy(update={"job": stored_job})
-        try:
-            if only_if_absent:
-                with contextlib.suppress(ConditionFailed):
-                    self._deps.table.create_execution(record)
-            else:
-                self._deps.table.put_execution(record)
-        except Exception:
-            self._records.release(job)
-            raise
+        )
+        result = running.wait(window_s)
+        if result is not None:
+            return ExecuteOutcome(result=result)
+        if caller.accept():
+            recorded.result()  # the id the caller gets must be readable
+            return accepted
+        # The run refused this caller just now (429 / 413): its error is on its way.
+        result = running.wait(_REFUSAL_DELIVERY_SECONDS)
+        if result is not None:
+            return ExecuteOutcome(result=result)
+        recorded.result()
+        return accepted
+
+    def _fits_inline(self, job: Job) -> bool:
+        window_ms = self._deps.settings.SYNC_WAIT_MS
+        return job.timeout_ms + limits.SYNC_INLINE_ALLOWANCE_MS <= window_ms

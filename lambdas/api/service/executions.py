@@ -3,9 +3,10 @@ background runner's stored job) and the validation of a run request.
 
 A session run: validate (400/413) → replay if the Idempotency-Key is known (`idempotency.py`) →
 quota (429) → take the session lease with one conditional write (404 if missing/foreign/expired,
-409 if held) → claim the idempotency key → `dispatch.py` runs it inline or in the background →
-`run.py` invokes the executor and commits what it produced in one transaction; a lease that is
-no longer ours commits nothing.
+409 if held) → claim the idempotency key → `dispatch.py` records the execution as running and
+dispatches it within the sync window (200 with the result, or 202 with its id at the window;
+`wait: false` → 202 at once) → `run.py` invokes the executor and commits what it produced in
+one transaction; a lease that is no longer ours commits nothing.
 """
 
 from __future__ import annotations

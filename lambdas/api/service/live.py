@@ -53,13 +53,13 @@ def live_channel(blobs: BlobStore, execution_id: str, timeout_ms: int) -> LiveCh
 
 def _fitted_view(chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The chunks folded with a finished result's caps, or with smaller ones (rich outputs
-    first, then the streams' heads) until the answer fits `MAX_LIVE_VIEW_BYTES` as API
+    first, then the streams' heads) until the answer fits `API_RESPONSE_BUDGET_BYTES` as API
     Gateway's proxy encodes it (JSON text inside JSON: escapes count twice)."""
     stream_cap, display_cap = limits.MAX_STREAM_BYTES, limits.MAX_LIVE_DISPLAY_BYTES
     while True:
         folded, usage = live.fold(chunks, stream_cap=stream_cap, display_cap=display_cap)
         fields = folded.fields()
-        if stream_cap <= 1024 or _proxy_size(fields) <= limits.MAX_LIVE_VIEW_BYTES:
+        if stream_cap <= 1024 or _proxy_size(fields) <= limits.API_RESPONSE_BUDGET_BYTES:
             return fields, usage
         if display_cap:
             display_cap = 0
@@ -73,7 +73,7 @@ def _proxy_size(fields: dict[str, Any]) -> int:
     ]
     rough = sum(len(text) for text in texts)
     # JSON escapes a character to at most 6, and the proxy's encoding doubles that again.
-    if rough * 12 + limits.MAX_LIVE_DISPLAY_BYTES * 2 < limits.MAX_LIVE_VIEW_BYTES:
+    if rough * 12 + limits.MAX_LIVE_DISPLAY_BYTES * 2 < limits.API_RESPONSE_BUDGET_BYTES:
         return rough
     return len(json.dumps(json.dumps(fields)))
 

@@ -1,11 +1,17 @@
-"""The session's notebook: every executed cell (code, outputs, execution_count) as nbformat v4."""
+"""The session's notebook: every executed cell (code, outputs, execution_count) as nbformat v4.
+
+A notebook too large for one API response (`payloads.fit_notebook`) is stored whole at
+`notebook_export_key` and the response keeps its head and tail, linking the whole of it as
+`metadata.lci.notebook_url` (a presigned GET)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from lambdas.api.service.common import Deps, load_json
+from lambdas.api.service import payloads
+from lambdas.api.service.common import Deps, load_json, notebook_export_key
 from lambdas.api.service.sessions import SessionService
 from lambdas.shared import limits
 
@@ -37,7 +43,15 @@ class NotebookService:
                 )
             )
         nbformat.validate(notebook)
-        return dict(notebook)
+        whole = json.dumps(notebook)
+        document: dict[str, Any] = json.loads(whole)
+        if payloads.fit_notebook(document, limits.API_RESPONSE_BUDGET_BYTES):
+            key = notebook_export_key(session_id)
+            self._deps.blobs.put_bytes(key, whole.encode(), "application/x-ipynb+json")
+            document["metadata"]["lci"]["notebook_url"] = self._deps.blobs.presigned_get(
+                key, limits.PRESIGNED_DOWNLOAD_EXPIRES_SECONDS
+            )
+        return document
 
 
 def _output(raw: Any) -> Any:

@@ -10,7 +10,14 @@ from pydantic import BaseModel, Field
 
 from lambdas.api.domain import ExecutionRecord, SessionCommit
 from lambdas.api.ports import ConditionFailed
-from lambdas.api.service.common import EXECUTION_RECORD_TTL_SECONDS, Deps, iso, load_json
+from lambdas.api.service.common import (
+    EXECUTION_RECORD_TTL_SECONDS,
+    Deps,
+    execution_prefix,
+    iso,
+    load_json,
+    store_json,
+)
 from lambdas.shared import limits
 from lambdas.shared.models import ExecutionError, ExecutionResult, ExecutionStatus, InlineFile
 
@@ -59,6 +66,23 @@ class ExecutionRecords:
             lost_after=lost_after,
         )
 
+    def put_running(self, job: Job, *, with_job: bool) -> None:
+        """Record the execution as running (with its job for a background invocation); if that
+        fails the run never starts: the lease is given back and the error raised."""
+        record = self.execution_record(job, ExecutionStatus.RUNNING)
+        try:
+            if with_job:
+                stored_job = store_json(
+                    self._deps,
+                    job.model_dump(mode="json"),
+                    execution_prefix(job.execution_id) + "job.json",
+                )
+                record = record.model_copy(update={"job": stored_job})
+            self._deps.table.put_execution(record)
+        except Exception:
+            self.release(job)
+            raise
+
     def finished_result(self, execution_id: str) -> ExecutionResult | None:
         record = self._deps.table.get_execution(execution_id, consistent=True)
         if not record or record.is_running():
@@ -79,7 +103,15 @@ class ExecutionRecords:
                     ),
                 )
             return ExecutionResult.running(record.execution_id, record.session_id)
-        return ExecutionResult.model_validate(load_json(self._deps, record.result))
+        result = ExecutionResult.model_validate(load_json(self._deps, record.result))
+        self.link_spilled(result, record.spilled or {})
+        return result
+
+    def link_spilled(self, result: ExecutionResult, keys: dict[str, str]) -> None:
+        """Presign (afresh) the links to the parts of `result` stored whole."""
+        for part, key in keys.items():
+            url = self._deps.blobs.presigned_get(key, limits.PRESIGNED_DOWNLOAD_EXPIRES_SECONDS)
+            setattr(result, f"{part}_url", url)
 
     def abandon(self, job: Job) -> None:
         """Undo a run that never started."""

@@ -5,15 +5,19 @@ the executor call, never taken from the executor's report."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from lambdas.api.domain import NotebookCell, SessionCommit
-from lambdas.api.errors import InvalidPath, RateLimited, ServiceUnavailable
+from lambdas.api.errors import InvalidPath, PayloadTooLarge, RateLimited, ServiceUnavailable
 from lambdas.api.ports import ConditionFailed
+from lambdas.api.service import payloads
 from lambdas.api.service.common import (
     Deps,
     execution_files_prefix,
+    execution_output_key,
     execution_prefix,
     iso,
     notebook_cell_key,
@@ -45,6 +49,30 @@ _CUT_SHORT = {ExecutionStatus.TIMEOUT, ExecutionStatus.MEMORY_EXCEEDED}
 _UPLOAD_EXPIRY_MARGIN_S = 120
 
 
+class SyncCaller:
+    """The caller of a sync run waiting for its answer: either the run refuses it (429 / 413:
+    an invoke Lambda refused, nothing ran) or the window closes first and it gets 202, never
+    both — after a 202 a refusal is the run's recorded error."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answer: str | None = None
+
+    def refuse(self) -> bool:
+        """The run's side: True if the caller takes the refusal (it has no 202 yet)."""
+        return self._settle("refused")
+
+    def accept(self) -> bool:
+        """The window's side: True if the caller gets 202 (the run did not refuse it)."""
+        return self._settle("accepted")
+
+    def _settle(self, answer: str) -> bool:
+        with self._lock:
+            if self._answer is None:
+                self._answer = answer
+            return self._answer == answer
+
+
 class RunService:
     def __init__(self, deps: Deps, records: ExecutionRecords, usage: UsageService) -> None:
         self._deps = deps
@@ -54,30 +82,51 @@ class RunService:
         # thread-safe); this pool only ever waits on I/O.
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lci-io")
 
-    def run_job(self, job: Job, *, raise_throttled: bool = False) -> ExecutionResult:
+    def record_running(self, job: Job) -> Future[None]:
+        """Record the execution as running, on the I/O pool (see `run_job`'s `recorded`)."""
+        return self._io.submit(self._records.put_running, job, with_job=False)
+
+    def run_job(
+        self,
+        job: Job,
+        *,
+        caller: SyncCaller | None = None,
+        recorded: Future[None] | None = None,
+    ) -> ExecutionResult:
         """Invoke the executor, commit, store the record and the notebook cell, count usage.
 
-        Whatever goes wrong ends as an `error` result in the record, except a throttled
-        executor when `raise_throttled` (a synchronous caller): then the run is undone without a
-        trace (lease, record, idempotency claim) and RateLimited propagates as a 429; and
-        storage that cannot be reached to record the run (ServiceUnavailable, a 503).
+        `recorded`: the write of the running record, awaited before the invoke (a failed one
+        raises: the run never starts). Whatever goes wrong later ends as an `error` result in
+        the record, except an invoke Lambda refused before anything ran (throttled:
+        RateLimited, over its request limit: PayloadTooLarge) while a sync `caller` still
+        waits: then the run is undone without a trace (lease, record, idempotency claim) and
+        the error propagates (429, 413); and storage that cannot be reached to record the
+        finished run (ServiceUnavailable, a 503).
         """
         started = time.monotonic()
         invocation: ExecutorInvocation | None = None
         unsynced_files = 0
+        not_started = "the execution could not be started"
         try:
             invocation, unsynced_files = self._invocation(job)
-            response = self._deps.executor.invoke(invocation)
-        except RateLimited as throttled:
-            if raise_throttled:
+        except Exception:
+            logger.exception("preparing execution %s failed", job.execution_id)
+        if recorded is not None:
+            recorded.result()  # raises if the run could not be recorded: it never starts
+        try:
+            response = (
+                self._deps.executor.invoke(invocation)
+                if invocation is not None
+                else failed_response(_minimal_invocation(job), not_started)
+            )
+        except (RateLimited, PayloadTooLarge) as refused:
+            if caller is not None and caller.refuse():
                 self._records.abandon(job)
                 raise
-            response = failed_response(invocation or _minimal_invocation(job), throttled.message)
+            response = failed_response(invocation or _minimal_invocation(job), refused.message)
         except Exception:
             logger.exception("executor call failed for execution %s", job.execution_id)
-            response = failed_response(
-                invocation or _minimal_invocation(job), "the execution could not be started"
-            )
+            response = failed_response(invocation or _minimal_invocation(job), not_started)
         compute_ms = int((time.monotonic() - started) * 1000)
         try:
             return self._complete(job, response, compute_ms, unsynced_files=unsynced_files)
@@ -116,8 +165,10 @@ class RunService:
                 f"session files not synced to this run: {unsynced_files} (a session holds at "
                 f"most {max_files} files; delete some to make room)"
             )
+        cell_outputs = list(result.outputs)  # the notebook keeps every output, however large
+        spilled = self._spill(job, result)
         if not job.session_id:
-            self._commit(job, result, compute_ms)
+            self._commit(job, result, compute_ms, spilled=spilled)
             return result
         uploaded = response.state.uploaded and not failed
         # Conservative: a run that was cut short may have uploaded files it could not report.
@@ -130,15 +181,47 @@ class RunService:
             has_files=True if may_have_written else None,
         )
         try:
-            self._commit(job, result, compute_ms, session=session, with_cell=not failed)
+            self._commit(
+                job,
+                result,
+                compute_ms,
+                session=session,
+                cell_outputs=None if failed else cell_outputs,
+                spilled=spilled,
+            )
         except ConditionFailed:
             if may_have_written:
                 self._deps.table.mark_has_files(job.session_id)
             result.warnings.append(
                 "the session's lease expired before this run finished; its state was not saved"
             )
-            self._commit(job, result, compute_ms, count_usage=False)
+            self._commit(job, result, compute_ms, count_usage=False, spilled=spilled)
         return result
+
+    def _spill(self, job: Job, result: ExecutionResult) -> dict[str, str]:
+        """Fit `result` into one API response (`payloads.fit_result`): the parts that do not
+        fit are stored whole and linked; returns their keys by part (kept in the record, so
+        reading the execution later presigns fresh links)."""
+        spills = payloads.fit_result(result, limits.API_RESPONSE_BUDGET_BYTES)
+        keys = {spill.part: execution_output_key(job.execution_id, spill.part) for spill in spills}
+        stored = [
+            (spill, self._io.submit(self._deps.blobs.put_bytes, keys[spill.part], spill.data,
+                                    spill.content_type))
+            for spill in spills
+        ]  # fmt: skip
+        kept: dict[str, str] = {}
+        for spill, upload in stored:
+            try:
+                upload.result()
+            except Exception:
+                logger.exception(
+                    "storing the %s of execution %s failed", spill.part, job.execution_id
+                )
+                result.warnings.append(f"the whole of {spill.part} could not be stored")
+                continue
+            kept[spill.part] = keys[spill.part]
+        self._records.link_spilled(result, kept)
+        return kept
 
     def _commit(
         self,
@@ -147,12 +230,14 @@ class RunService:
         compute_ms: int,
         *,
         session: SessionCommit | None = None,
-        with_cell: bool = False,
+        cell_outputs: list[dict[str, Any]] | None = None,
         count_usage: bool = True,
+        spilled: dict[str, str] | None = None,
     ) -> None:
-        """Write the finished run: record and, for a session, its commit and notebook cell in
-        one transaction; and count its usage (`count_usage=False` when a retry of this write
-        follows a first attempt that counted it already)."""
+        """Write the finished run: record and, for a session, its commit and notebook cell
+        (`cell_outputs`: every output, also those the response links) in one transaction; and
+        count its usage (`count_usage=False` when a retry of this write follows a first
+        attempt that counted it already). `spilled`: where the linked parts are stored."""
         now = self._deps.now()
         stored_result = store_json(
             self._deps,
@@ -160,9 +245,14 @@ class RunService:
             execution_prefix(job.execution_id) + "result.json",
         )
         execution = self._records.execution_record(job, result.status).model_copy(
-            update={"finished_at": iso(now), "compute_ms": compute_ms, "result": stored_result}
+            update={
+                "finished_at": iso(now),
+                "compute_ms": compute_ms,
+                "result": stored_result,
+                "spilled": spilled or None,
+            }
         )
-        cell = self._cell(job, result) if with_cell else None
+        cell = self._cell(job, cell_outputs) if cell_outputs is not None else None
         # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
         counted = (
             self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
@@ -196,7 +286,7 @@ class RunService:
             kept.append(file)
         result.files = kept
 
-    def _cell(self, job: Job, result: ExecutionResult) -> NotebookCell:
+    def _cell(self, job: Job, outputs: list[dict[str, Any]]) -> NotebookCell:
         assert job.session_id and job.execution_count is not None
         now = self._deps.now()
         return NotebookCell(
@@ -209,7 +299,7 @@ class RunService:
             ttl=int(now + job.session_ttl_seconds + limits.MAX_SESSION_TTL_SECONDS),
             outputs=store_json(
                 self._deps,
-                result.outputs,
+                outputs,
                 notebook_cell_key(job.session_id, job.execution_count),
             ),
         )

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambdas.executor import protocol
-from lambdas.executor.host import procs, results
+from lambdas.executor.host import procs, protections, results
 from lambdas.executor.host.channel import OutcomeKind, WorkerHandle, exchange, needs_prepare
 from lambdas.executor.host.live import PresignedS3Transport, RunMonitor
 from lambdas.executor.host.pool import WorkerPool
@@ -88,6 +88,11 @@ class Engine:
         zygote = self._pool.zygote
         return zygote.pid if zygote is not None else None
 
+    @property
+    def zygote_huge_pages(self) -> int | None:
+        zygote = self._pool.zygote
+        return zygote.huge_pages if zygote is not None else None
+
     def worker_pids(self) -> dict[str, int]:
         """Live session workers by session id (diagnostics and tests)."""
         return {session_id: worker.pid for session_id, worker in self._pool.workers.items()}
@@ -116,6 +121,8 @@ class Engine:
             inv = ExecutorInvocation.model_validate(event)
         except ValidationError as exc:
             return results.invalid_invocation(event, exc, started)
+        if inv.diagnostics:  # which protections hold here; no code runs (protections.py)
+            return results.diagnostics_response(inv, protections.report(self.zygote_huge_pages))
         with self._lock:
             try:
                 return self._invoke_locked(inv, started, hard_deadline)

@@ -30,9 +30,19 @@ from lambdas.shared.models import ExecutorInvocation
 # is reported by its signal, whatever it had allocated before.
 NEAR_MEMORY_LIMIT_FRACTION = 0.75
 OUT_OF_MEMORY_SIGNALS = frozenset({signal.SIGKILL, signal.SIGABRT})
+# How much larger raw output can get in the response's JSON: a byte can become six (`\u0001`)
+# and stream text is there twice (the stream and its output). Output that could outgrow the
+# result cap is measured exactly (Lambda refuses a response over 6 MB).
+MAX_JSON_GROWTH = 12
 DROPPED_OUTPUT = {"text/plain": "<output dropped: the result size limit was reached>"}
 WORKER_CRASHED = "WorkerCrashed"
 SESSION_COMES_BACK = "the session's variables come back from its last saved state on the next run"
+# Contract fields only the API function fills in (links to what it stores whole).
+API_FILLED_RESULT_FIELDS: dict[str, Any] = {
+    "stdout_url": None,
+    "stderr_url": None,
+    "outputs_url": None,
+}
 
 
 def respond(
@@ -100,7 +110,8 @@ def respond(
     merge_fd_output(result, "stdout", outcome.out, spec.stream_bytes)
     merge_fd_output(result, "stderr", outcome.err, spec.stream_bytes)
     result["warnings"] = result["warnings"] + warnings
-    if outcome.frame_bytes > spec.result_bytes // 2:
+    fd_bytes = sum(len(buffer.data) for buffer in (outcome.out, outcome.err) if buffer)
+    if (outcome.frame_bytes + fd_bytes) * MAX_JSON_GROWTH > spec.result_bytes:
         fit_result(result, spec.result_bytes)
     status = result["status"]
     result.update(
@@ -111,6 +122,7 @@ def respond(
             "execution_count": inv.execution_count if inv.session_id is not None else None,
             "files": [item.model_dump() for item in files],
             "duration_ms": int((time.perf_counter() - started) * 1000),
+            **API_FILLED_RESULT_FIELDS,
         }
     )
     return {
@@ -118,6 +130,7 @@ def respond(
         "state": state_report.model_dump(),
         "cold_start": cold_start,
         "worker_restored": restored,
+        "diagnostics": None,
     }
 
 
@@ -278,6 +291,7 @@ def failure_response(
             "execution_count": None,
             "files": [],
             "duration_ms": int((time.perf_counter() - started) * 1000),
+            **API_FILLED_RESULT_FIELDS,
         }
     )
     return {
@@ -285,6 +299,30 @@ def failure_response(
         "state": frames.StateReport().model_dump(),
         "cold_start": False,
         "worker_restored": False,
+        "diagnostics": None,
+    }
+
+
+def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a diagnostics invocation: the protections report, nothing run."""
+    result = frames.Cell().model_dump()
+    result.update(
+        {
+            "execution_id": inv.execution_id,
+            "session_id": inv.session_id,
+            "success": True,
+            "execution_count": None,
+            "files": [],
+            "duration_ms": 0,
+            **API_FILLED_RESULT_FIELDS,
+        }
+    )
+    return {
+        "result": result,
+        "state": frames.StateReport().model_dump(),
+        "cold_start": False,
+        "worker_restored": False,
+        "diagnostics": report,
     }
 
 

@@ -124,6 +124,11 @@ class ZygoteClient:
                 raise protocol.ProtocolError("unexpected zygote reply")
         return True
 
+    @property
+    def huge_pages(self) -> int | None:
+        """Huge pages of the zygote's shaped heap (host/protections.py); None until preloaded."""
+        return int(self.preload_report.get("huge_pages", 0)) if self.preload_report else None
+
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """Send a request whose reply is read later by `request` or `collect`."""
         protocol.send_frame(self.sock, message, fds)
