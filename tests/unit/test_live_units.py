@@ -15,6 +15,7 @@ import pytest
 
 from lambdas.executor import protocol
 from lambdas.executor.host import live as host_live
+from lambdas.executor.host import usage as host_usage
 from lambdas.executor.host.channel import CappedBuffer
 from lambdas.shared import limits, live
 
@@ -292,7 +293,7 @@ def test_the_receipt_counts_children_and_the_peak_since_the_start() -> None:
         [sys.executable, "-c", hog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        meter = host_live.UsageMeter(child.pid)
+        meter = host_usage.UsageMeter(child.pid)
         meter.start()
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
         usage = meter.stop()

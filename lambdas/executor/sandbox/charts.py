@@ -29,6 +29,17 @@ class ChartFormatter(BaseFormatter):
     _return_type = (dict,)
     print_method = ObjectName("_repr_lci_chart_")
 
+    def pop(self, typ: Any, default: Any = None) -> Any:
+        # Turning inline plots on (IPython's select_figure_formats, run by the zygote's preload
+        # or by matplotlib_inline when an early worker imports pyplot) pops Figure from every
+        # formatter; the chart data must survive that.
+        if (
+            getattr(typ, "__module__", None) == "matplotlib.figure"
+            or typ == "matplotlib.figure.Figure"
+        ):
+            return default
+        return super().pop(typ, default)
+
 
 def register(shell: Any) -> None:
     formatter = ChartFormatter(parent=shell.display_formatter)
