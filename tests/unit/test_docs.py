@@ -132,3 +132,21 @@ def test_every_local_stack_setting_is_documented() -> None:
     page = (REPO_ROOT / "docs" / "local-stack.md").read_text()
     missing = [name for name in LocalSettings.model_fields if f"`{name}`" not in page]
     assert not missing, f"docs/local-stack.md (Settings) does not document {missing}"
+
+
+# `lambdas/api/errors.py`, `tests/e2e/test_robustness_*.py` ...: a repository path (or glob) in
+# backticks, build outputs aside.
+_REPO_PATH = re.compile(r"`((?:lambdas|local|infra|client|layers|benchmarks|tests)/[\w./*-]*)")
+_BUILD_OUTPUTS = ("layers/build",)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_repository_path_a_page_names_exists(page: Path) -> None:
+    missing = sorted(
+        {
+            path
+            for path in _REPO_PATH.findall(page.read_text())
+            if not path.startswith(_BUILD_OUTPUTS) and not any(REPO_ROOT.glob(path.rstrip("/")))
+        }
+    )
+    assert not missing, f"{_page_id(page)} names paths that do not exist: {missing}"
