@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 import json
 import math
 import os
@@ -26,10 +25,8 @@ from lci.config import (
     ENDPOINT_ENV,
     ConfigError,
     config_path,
-    read_config_file,
-    write_config_file,
 )
-from lci.errors import LciError
+from lci.errors import LciError, UsageError
 from lci.following import follow
 from lci.rendering import (
     TIMEOUT_OPTION,
@@ -41,6 +38,7 @@ from lci.rendering import (
     table,
 )
 from lci.session_commands import session_command
+from lci.setup_commands import configure, install_kernel
 from lci.shaping import DEFAULT_MAX_OUTPUT_CHARS
 from lci.units import seconds_to_ms, seconds_wording
 
@@ -64,10 +62,6 @@ EXTRAS = {
     "jupyter": ("ipykernel.kernelbase", "jupyter_client.kernelspec"),
 }
 PACKAGE_NAME = "lambda-code-interpreter"
-
-
-class UsageError(Exception):
-    """A problem the user fixes on the command line or in their files (exit 2)."""
 
 
 def _positive_seconds(text: str) -> float:
@@ -288,10 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "configure":
-            return _configure(args, sys.stdout, sys.stderr)
+            configure(args, sys.stdout, sys.stderr)
+            return EXIT_OK
         if args.command == "kernel":
             _require_extra("jupyter")
-            return _install_kernel(args, sys.stdout, sys.stderr)
+            install_kernel(args, sys.stdout, sys.stderr)
+            return EXIT_OK
         if args.command == "mcp":
             _require_extra("mcp")
         client = Client(args.endpoint, args.api_key)
@@ -347,63 +343,6 @@ def _serve_mcp(client: Client, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"mcp: {exc}") from exc
     serve(client, root, limits)
-    return EXIT_OK
-
-
-def _install_kernel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from lci.kernelspec import DISPLAY_NAME, install
-
-    prefix = sys.prefix if args.sys_prefix else args.prefix
-    try:
-        path = install(name=args.name, prefix=prefix, endpoint=args.endpoint)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"kernel install: {exc}") from exc
-    if args.api_key:
-        err.write(
-            f"note: the key is not written into the kernelspec; set {API_KEY_ENV} for Jupyter "
-            "or run `lci configure`\n"
-        )
-    summary = {"name": args.name, "display_name": DISPLAY_NAME, "path": path}
-    emit(
-        args.json,
-        out,
-        summary,
-        f"installed kernel '{DISPLAY_NAME}' ({args.name}) in {path}\n"
-        "pick it in JupyterLab's launcher or VS Code's kernel picker",
-    )
-    return EXIT_OK
-
-
-def _configure(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    stored = read_config_file()
-    interactive = sys.stdin.isatty()
-    endpoint = args.endpoint
-    if endpoint is None:
-        current = stored.get("endpoint") or DEFAULT_ENDPOINT
-        endpoint = (input(f"API endpoint [{current}]: ").strip() if interactive else "") or current
-    api_key = args.api_key
-    if api_key is None and interactive:
-        hint = " (Enter keeps the saved one)" if stored.get("api_key") else ""
-        api_key = getpass.getpass(f"API key{hint}: ").strip() or None
-    api_key = api_key if api_key is not None else stored.get("api_key")
-    if not api_key:
-        raise UsageError("configure: give the key with --api-key KEY (or run it in a terminal)")
-    if not endpoint.startswith(("http://", "https://")):
-        raise UsageError(f"configure: the endpoint must start with http(s):// ({endpoint})")
-    path = write_config_file(endpoint.rstrip("/"), api_key)
-    overridden = [name for name in (ENDPOINT_ENV, API_KEY_ENV) if os.environ.get(name)]
-    summary: dict[str, Any] = {"path": str(path), "endpoint": endpoint.rstrip("/")}
-    if overridden:
-        err.write(f"note: {' and '.join(overridden)} set in the environment override the file\n")
-    if not args.no_check:
-        with Client(endpoint, api_key) as client:
-            try:
-                client.usage()
-                summary["check"] = "ok"
-            except LciError as exc:
-                summary["check"] = f"{exc.code}: {exc.message}"
-                err.write(f"warning: saved, but trying the key failed: {summary['check']}\n")
-    emit(args.json, out, summary, f"saved {path}")
     return EXIT_OK
 
 

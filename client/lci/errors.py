@@ -49,3 +49,7 @@ def _code_for_status(status: int) -> str:
         413: "PAYLOAD_TOO_LARGE",
         429: "RATE_LIMITED",
     }.get(status, "HTTP_ERROR" if status else "CONNECTION_ERROR")
+
+
+class UsageError(Exception):
+    """A problem the user fixes on the command line or in their files (`lci` exits 2)."""

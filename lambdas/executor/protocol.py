@@ -29,6 +29,86 @@ class ProtocolError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Streams over their cap keep their head and their tail
+# ---------------------------------------------------------------------------------------------
+
+# Room kept for the omission marker, so head + marker + tail never exceed the stream cap.
+OMISSION_MARKER_RESERVE_BYTES = 64
+
+
+def omission_marker(omitted_bytes: int) -> str:
+    """The one line that stands for the middle of a stream cut to its cap."""
+    return f"\n[... {omitted_bytes} bytes omitted ...]\n"
+
+
+def head_and_tail_bytes(cap: int) -> tuple[int, int]:
+    """How a stream over `cap` bytes is kept: its first and its last bytes (the error is
+    usually at the end), half the cap each, less the marker's room. A cap too small for a
+    marker (only tests use one) keeps the head alone."""
+    if cap <= 2 * OMISSION_MARKER_RESERVE_BYTES:
+        return max(cap, 0), 0
+    head = (cap - OMISSION_MARKER_RESERVE_BYTES) // 2
+    return head, cap - OMISSION_MARKER_RESERVE_BYTES - head
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def utf8_prefix(text: str, budget: int) -> str:
+    """The longest prefix of `text` whose UTF-8 encoding fits in `budget` bytes."""
+    if budget <= 0:
+        return ""
+    piece = text[:budget]
+    if piece.isascii():
+        return piece
+    encoded = piece.encode("utf-8", "surrogatepass")
+    if len(encoded) <= budget:
+        return piece
+    fitted = encoded[:budget].decode("utf-8", "ignore")
+    return fitted if piece.startswith(fitted) else ""
+
+
+def utf8_suffix(text: str, budget: int) -> str:
+    """The longest suffix of `text` whose UTF-8 encoding fits in `budget` bytes."""
+    if budget <= 0:
+        return ""
+    piece = text[-budget:]
+    if piece.isascii():
+        return piece
+    encoded = piece.encode("utf-8", "surrogatepass")
+    if len(encoded) <= budget:
+        return piece
+    fitted = encoded[-budget:].decode("utf-8", "ignore")
+    return fitted if piece.endswith(fitted) else ""
+
+
+def head_and_tail_cut(text: str, cap: int) -> tuple[int, int, int] | None:
+    """Where `text` is cut to fit in `cap` UTF-8 bytes: None if it fits, else the characters
+    kept at its start and at its end and the bytes omitted between them."""
+    if len(text) <= cap // 4 or utf8_size(text) <= cap:
+        return None
+    head_bytes, tail_bytes = head_and_tail_bytes(cap)
+    head = utf8_prefix(text, head_bytes)
+    tail = utf8_suffix(text[len(head) :], tail_bytes)
+    omitted = utf8_size(text) - utf8_size(head) - utf8_size(tail)
+    return len(head), len(tail), omitted
+
+
+def keep_head_and_tail(text: str, cap: int) -> tuple[str, bool]:
+    """`text` within `cap` UTF-8 bytes: whole if it fits, else its head, the omission marker
+    and its tail (`head_and_tail_bytes`; the head alone when the cap leaves no tail). Also
+    says whether anything was cut."""
+    cut = head_and_tail_cut(text, cap)
+    if cut is None:
+        return text, False
+    head, tail, omitted = cut
+    if not tail:
+        return text[:head], True
+    return text[:head] + omission_marker(omitted) + text[len(text) - tail :], True
+
+
+# ---------------------------------------------------------------------------------------------
 # Shapes: what the worker sends (host/frames.py validates each one field by field)
 # ---------------------------------------------------------------------------------------------
 

@@ -264,3 +264,17 @@ def test_lci_run_prints_as_it_goes_and_ctrl_c_interrupts_keeping_state(
     out, err = forked.communicate(timeout=60)
     assert forked.returncode == 0, err
     assert _run(http, out.strip(), "print(before)")["stdout"] == "1\n"
+
+
+def test_a_long_output_keeps_its_last_line_through_the_api(http: httpx.Client) -> None:
+    # Issue 15 item 5: past the stream cap the head and the tail survive (the error is at the
+    # end), in the answer and in the stored execution alike.
+    sid = _session(http)
+    code = "for i in range(300_000):\n    print(f'line {i}')\nprint('the end')"
+    body = _run(http, sid, code)
+    assert body["status"] == "ok", body
+    for shown in (body, _finished(http, body["execution_id"])):
+        assert shown["stdout_truncated"] is True
+        assert shown["stdout"].startswith("line 0\nline 1\n")
+        assert shown["stdout"].endswith("line 299999\nthe end\n")
+        assert "bytes omitted ...]" in shown["stdout"]

@@ -14,6 +14,7 @@ import tomllib
 import httpx
 import lci
 import lci.cli as cli
+import lci.setup_commands as setup_commands
 import pytest
 from lci import Client
 from lci.config import SessionBook, config_path
@@ -37,6 +38,7 @@ def _patch_cli(monkeypatch, api: Api) -> None:
         )
 
     monkeypatch.setattr(cli, "Client", make)
+    monkeypatch.setattr(setup_commands, "Client", make)  # lci configure checks the key
 
 
 # --- configure ----------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ def test_configure_writes_a_private_file_that_client_reads_and_env_overrides(mon
 def test_configure_asks_in_a_terminal_and_checks_the_key(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", type("Tty", (io.StringIO,), {"isatty": lambda self: True})())
     monkeypatch.setattr("builtins.input", lambda prompt: "http://typed.test")
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: "typed-key")
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "typed-key")
     usage = {"period": "2025-01", "executions": 0, "compute_ms": 0, "quota": {}}
     api = Api({("GET", "/v1/usage"): lambda r: httpx.Response(200, json=usage)})
     _patch_cli(monkeypatch, api)

@@ -15,13 +15,14 @@ import pytest
 
 from lambdas.executor import protocol
 from lambdas.executor.host import channel, engine, frames, results
+from lambdas.executor.sandbox import capture as cell_capture
 from lambdas.executor.sandbox import heap, kernel, snapshot, workspace
 from lambdas.shared.models import ExecutorResponse
 from tests.conftest import REPO_ROOT
 
 
 def test_stream_capture_caps_bytes_and_flags_truncation() -> None:
-    capture = kernel.CellCapture(stream_bytes=10, result_bytes=1000)
+    capture = cell_capture.CellCapture(stream_bytes=10, result_bytes=1000)
     capture.add_stream("stdout", "hello ")
     capture.add_stream("stdout", "wörld and more")
     capture.add_stream("stderr", "e")
@@ -32,7 +33,7 @@ def test_stream_capture_caps_bytes_and_flags_truncation() -> None:
 
 
 def test_consecutive_stream_writes_merge_into_one_output_in_order() -> None:
-    capture = kernel.CellCapture(100, 10_000)
+    capture = cell_capture.CellCapture(100, 10_000)
     capture.add_stream("stdout", "a")
     capture.add_stream("stdout", "b")
     capture.add_display({"text/plain": "D"}, None)
@@ -48,8 +49,8 @@ def test_consecutive_stream_writes_merge_into_one_output_in_order() -> None:
 
 def test_display_outputs_beyond_the_result_budget_are_dropped_with_a_warning() -> None:
     # Room for the first output and its overhead, not for the second.
-    capture = kernel.CellCapture(
-        stream_bytes=10, result_bytes=20 + kernel.OUTPUT_OVERHEAD_BYTES + 100
+    capture = cell_capture.CellCapture(
+        stream_bytes=10, result_bytes=20 + cell_capture.OUTPUT_OVERHEAD_BYTES + 100
     )
     capture.add_display({"image/png": "x" * 50}, None)
     capture.add_display({"image/png": "y" * 200}, None)
@@ -58,15 +59,15 @@ def test_display_outputs_beyond_the_result_budget_are_dropped_with_a_warning() -
 
 
 def test_errors_lose_their_colour_codes() -> None:
-    capture = kernel.CellCapture(100, 10_000)
+    capture = cell_capture.CellCapture(100, 10_000)
     capture.set_error("ValueError", "bad", ["\x1b[0;31mValueError\x1b[0m: bad"])
     assert capture.error == {"name": "ValueError", "value": "bad", "traceback": ["ValueError: bad"]}
-    assert kernel.strip_ansi("\x1b[1;32mok\x1b[0m\x1b]") == "ok"
+    assert cell_capture.strip_ansi("\x1b[1;32mok\x1b[0m\x1b]") == "ok"
 
 
 def test_repeated_traceback_entries_are_collapsed() -> None:
     entries = ["head", *["frame f"] * 500, "tail"]
-    assert kernel.collapse_repeats(entries) == [
+    assert cell_capture.collapse_repeats(entries) == [
         "head", "frame f", "frame f", "frame f",
         "[... the previous entry repeated 497 more times]", "tail",
     ]  # fmt: skip
@@ -342,7 +343,8 @@ def test_the_sandbox_never_imports_pydantic() -> None:
     # ~0.15 s of every new environment's start: the zygote and its workers build plain dicts.
     code = (
         "import sys\n"
-        "from lambdas.executor.sandbox import zygote, worker, kernel, mime, hygiene, tracebacks\n"
+        "from lambdas.executor.sandbox import zygote, worker, kernel, capture, mime\n"
+        "from lambdas.executor.sandbox import hygiene, tracebacks\n"
         "print([name for name in sys.modules if name.split('.')[0] == 'pydantic'])"
     )
     done = subprocess.run(
@@ -498,3 +500,90 @@ def test_output_written_to_the_fd_is_capped_on_its_json_size_in_the_response() -
     assert results.json_size(response["result"]) <= invocation.limits.result_bytes
     assert response["result"]["stdout"].startswith("\x01")
     assert response["result"]["stdout_truncated"] is True
+
+
+def test_a_stream_over_its_cap_keeps_head_and_tail_in_bounded_memory() -> None:
+    capture = cell_capture.CellCapture(stream_bytes=1000, result_bytes=100_000)
+    _head, tail = protocol.head_and_tail_bytes(1000)
+    for index in range(100_000):
+        capture.add_stream("stdout", f"{index}\n")
+    # Only the tail's groups are held, whatever was printed.
+    held = sum(size for owner in capture._unique_owners("stdout") for _, size in owner["_tail"])
+    assert held <= tail + cell_capture.TAIL_GROUP_BYTES
+    text = capture.stream_text("stdout")
+    assert text.startswith("0\n1\n") and text.endswith("99998\n99999\n")
+    assert "bytes omitted ...]\n" in text and len(text.encode()) <= 1000
+    assert capture.truncated["stdout"] is True
+    assert [o["text"] for o in capture.finished_outputs()] == [text]
+
+
+def test_the_omission_marker_sits_where_the_head_ended_among_displays() -> None:
+    capture = cell_capture.CellCapture(stream_bytes=400, result_bytes=100_000)
+    capture.add_stream("stdout", "a" * 150)
+    capture.add_display({"text/plain": "D1"}, None)
+    capture.add_stream("stdout", "b" * 1000)  # its start ends the head, the rest is omitted
+    capture.add_display({"text/plain": "D2"}, None)
+    capture.add_stream("stdout", "c" * 100)
+    outputs = capture.finished_outputs()
+    assert [o["output_type"] for o in outputs] == [
+        "stream", "display_data", "stream", "display_data", "stream"
+    ]  # fmt: skip
+    assert outputs[2]["text"].startswith("b") and "omitted" in outputs[2]["text"]
+    assert outputs[4]["text"] == "c" * 100
+    assert "".join(o["text"] for o in outputs if o["output_type"] == "stream") == (
+        capture.stream_text("stdout")
+    )
+
+
+def test_keep_head_and_tail_cuts_utf8_on_character_boundaries() -> None:
+    text = "é" * 10_000
+    kept, cut = protocol.keep_head_and_tail(text, 1000)
+    assert cut and len(kept.encode()) <= 1000
+    assert kept.startswith("é") and kept.endswith("é")
+    assert protocol.keep_head_and_tail("short", 1000) == ("short", False)
+    assert protocol.keep_head_and_tail("x" * 50, 10) == ("x" * 10, True)  # no room for a marker
+
+
+def test_capped_buffer_keeps_head_and_tail_and_serves_what_it_still_holds() -> None:
+    buffer = channel.CappedBuffer(cap=1000)
+    for index in range(10_000):
+        buffer.add(f"{index}\n".encode())
+    text = buffer.text()
+    assert buffer.truncated and len(text.encode()) <= 1000
+    assert text.startswith("0\n1\n") and text.endswith("9998\n9999\n")
+    assert len(buffer.tail) == buffer.tail_cap
+    assert buffer.since(buffer.received) == b""
+    assert buffer.since(buffer.received - 5) == b"9999\n"
+    assert buffer.since(0).startswith(b"0\n1\n")
+
+
+def test_fd_output_past_the_cap_keeps_the_captured_head_and_the_fd_tail() -> None:
+    captured = "c" * 300
+    result = {"stdout": captured, "stdout_truncated": False, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": captured},
+        {"output_type": "display_data", "data": {"text/plain": "D"}, "metadata": {}}]}  # fmt: skip
+    buffer = channel.CappedBuffer(cap=1000)
+    buffer.add(b"f" * 5000 + b"END\n")
+    results.merge_fd_output(result, "stdout", buffer, cap=1000)
+    assert result["stdout_truncated"] is True and len(result["stdout"].encode()) <= 1000
+    assert result["stdout"].startswith("c" * 300) and result["stdout"].endswith("fEND\n")
+    streams = [o["text"] for o in result["outputs"] if o["output_type"] == "stream"]
+    assert "".join(streams) == result["stdout"]
+    assert result["outputs"][1]["output_type"] == "display_data"
+
+
+def test_an_oversized_result_keeps_the_end_of_its_streams() -> None:
+    text = "".join(f"line {index}\n" for index in range(2000))
+    result = {
+        "stdout": text,
+        "stderr": "",
+        "stdout_truncated": False,
+        "stderr_truncated": False,
+        "result": None,
+        "outputs": [{"output_type": "stream", "name": "stdout", "text": text}],
+        "warnings": [],
+    }
+    results.fit_result(result, cap=6000)
+    assert results.json_size(result) <= 6000
+    assert result["stdout"].startswith("line 0\n") and result["stdout"].endswith("line 1999\n")
+    assert result["outputs"][0]["text"].endswith("line 1999\n")

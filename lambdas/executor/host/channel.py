@@ -11,6 +11,7 @@ Only the worker speaks on its channel: the kernel tags every read with the sendi
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import select
@@ -45,24 +46,60 @@ ChannelEnds = tuple[socket.socket, int, int, int]
 
 
 class CappedBuffer:
-    """Bytes from a worker fd: kept up to `cap`, counted (and dropped) beyond it."""
+    """Bytes from a worker fd within `cap`: the first bytes as they come, then the last ones
+    in a bounded tail (protocol.head_and_tail_bytes); what falls between is only counted."""
 
-    __slots__ = ("cap", "data", "truncated")
+    __slots__ = ("cap", "data", "head_cap", "omitted", "tail", "tail_cap", "truncated")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.data = bytearray()
+        self.head_cap, self.tail_cap = protocol.head_and_tail_bytes(cap)
+        self.data = bytearray()  # the head: only ever appended to
+        self.tail = bytearray()  # the last `tail_cap` bytes after the head
+        self.omitted = 0
         self.truncated = False
 
     def add(self, chunk: bytes) -> None:
-        room = self.cap - len(self.data)
-        if len(chunk) > room:
+        room = self.head_cap - len(self.data)
+        if len(chunk) <= room:
+            self.data += chunk
+            return
+        if room > 0:
+            self.data += chunk[:room]
+            chunk = chunk[room:]
+        if self.tail_cap <= 0:
             self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self.data += chunk
+            self.omitted += len(chunk)
+            return
+        self.tail += chunk
+        excess = len(self.tail) - self.tail_cap
+        if excess > 0:
+            del self.tail[:excess]  # cheap: bytearray drops its front without copying
+            self.omitted += excess
+            self.truncated = True
+
+    @property
+    def received(self) -> int:
+        """Bytes added so far, kept or not."""
+        return len(self.data) + self.omitted + len(self.tail)
+
+    def since(self, offset: int) -> bytes:
+        """What was added after the first `offset` bytes and is still kept."""
+        head = bytes(self.data[offset:]) if offset < len(self.data) else b""
+        tail_start = len(self.data) + self.omitted
+        return head + bytes(self.tail[max(offset - tail_start, 0) :])
 
     def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
+        if not self.tail or not self.omitted:
+            return (self.data + self.tail).decode("utf-8", "replace")
+        # The cuts may fall inside characters: their leftover bytes are not shown.
+        head = codecs.getincrementaldecoder("utf-8")("replace").decode(bytes(self.data))
+        tail = bytes(self.tail)
+        skip = 0
+        while skip < min(3, len(tail)) and 0x80 <= tail[skip] < 0xC0:
+            skip += 1
+        marker = protocol.omission_marker(self.omitted + skip)
+        return head + marker + tail[skip:].decode("utf-8", "replace")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from lambdas.executor import protocol
 from lambdas.executor.protocol import CellStatus
 from lambdas.executor.sandbox.workspace import safe_relative_path
 
@@ -108,10 +109,10 @@ class Cell(BaseModel):
             self.error = CellError(name="Error", value="the cell failed")
         cap = info.context.get(STREAM_CAP) if info.context else None
         if cap is not None:
-            if len(self.stdout) > cap:
-                self.stdout, self.stdout_truncated = self.stdout[:cap], True
-            if len(self.stderr) > cap:
-                self.stderr, self.stderr_truncated = self.stderr[:cap], True
+            self.stdout, cut = protocol.keep_head_and_tail(self.stdout, cap)
+            self.stdout_truncated = self.stdout_truncated or cut
+            self.stderr, cut = protocol.keep_head_and_tail(self.stderr, cap)
+            self.stderr_truncated = self.stderr_truncated or cut
         return self
 
     @classmethod

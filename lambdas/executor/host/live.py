@@ -274,10 +274,10 @@ class RunMonitor(ExchangeObserver):
         for kind, value in records:
             self._fold([kind] if kind == "clear" else [kind, value])
         for name, buffer in (("stdout", out), ("stderr", err)):
-            if buffer is None or len(buffer.data) <= self._pipe_offsets[name]:
+            if buffer is None or buffer.received <= self._pipe_offsets[name]:
                 continue
-            chunk = bytes(buffer.data[self._pipe_offsets[name] :])
-            self._pipe_offsets[name] = len(buffer.data)
+            chunk = buffer.since(self._pipe_offsets[name])
+            self._pipe_offsets[name] = buffer.received
             decoder = self._decoders.get(name)
             if decoder is None:
                 decoder = self._decoders[name] = codecs.getincrementaldecoder("utf-8")("replace")

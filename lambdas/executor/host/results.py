@@ -151,24 +151,68 @@ def mirrored_cell(mirror_fd: int, stream_cap: int) -> frames.Cell | None:
     cell = frames.Cell().model_dump()
     for name, text in printed:
         append_stream(cell, name, text)
+    for name in ("stdout", "stderr"):
+        keep_stream_within(cell, name, stream_cap)
     return frames.Cell.model_validate(cell, context={frames.STREAM_CAP: stream_cap})
 
 
 def merge_fd_output(
     result: dict[str, Any], name: str, buffer: CappedBuffer | None, cap: int
 ) -> None:
-    """Append what the worker wrote straight to its fd (C code, subprocesses) to the stream."""
+    """Append what the worker wrote straight to its fd (C code, subprocesses) to the stream,
+    then keep the merged stream within the cap by its head and tail (`keep_stream_within`)."""
     if buffer is None or (not buffer.data and not buffer.truncated):
         return
     text = buffer.text()
-    room = cap - len(result[name].encode("utf-8", "surrogatepass"))
-    if len(text) > room:
-        text = text[: max(room, 0)]
-        result[f"{name}_truncated"] = True
     if buffer.truncated:
         result[f"{name}_truncated"] = True
     if text:
         append_stream(result, name, text)
+        keep_stream_within(result, name, cap)
+
+
+def keep_stream_within(cell: dict[str, Any], name: str, cap: int) -> None:
+    """A stream over `cap` bytes keeps its head and its tail (protocol.keep_head_and_tail), and
+    so do its outputs: the same rule over the concatenation of the `name` stream outputs, the
+    marker in the output where the head ends, displays untouched, emptied outputs dropped."""
+    text, cut = protocol.keep_head_and_tail(cell[name], cap)
+    if not cut:
+        return
+    cell[name] = text
+    cell[f"{name}_truncated"] = True
+    keep_outputs_within(cell["outputs"], name, cap)
+
+
+def keep_outputs_within(outputs: list[dict[str, Any]], name: str, cap: int) -> None:
+    streams = [
+        output
+        for output in outputs
+        if output.get("output_type") == "stream" and output.get("name") == name
+    ]
+    texts = [str(output.get("text", "")) for output in streams]
+    whole = "".join(texts)
+    cut = protocol.head_and_tail_cut(whole, cap)
+    if cut is None:
+        return
+    head_end, tail_chars, omitted = cut
+    tail_start = len(whole) - tail_chars
+    start = 0
+    marked = not tail_chars  # a cap too small for a marker keeps the head alone
+    emptied = []
+    for output, text in zip(streams, texts, strict=True):
+        end = start + len(text)
+        kept = whole[start : min(end, head_end)] if start < head_end else ""
+        if not marked and head_end <= end:
+            kept += protocol.omission_marker(omitted)
+            marked = True
+        if tail_chars and end > tail_start:
+            kept += whole[max(start, tail_start) : end]
+        output["text"] = kept
+        if not kept:
+            emptied.append(output)
+        start = end
+    for output in emptied:
+        outputs.remove(output)
 
 
 def append_stream(cell: dict[str, Any], name: str, text: str) -> None:
@@ -212,13 +256,16 @@ def fit_result(result: dict[str, Any], cap: int) -> None:
         for name in ("stdout", "stderr"):
             text = result[name]
             if text:
-                keep = max(len(text) - excess, len(text) // 4, 0) if len(text) > 64 else 0
-                result[name] = text[:keep]
+                text_bytes = protocol.utf8_size(text)
+                budget = max(text_bytes - excess, text_bytes // 4) if len(text) > 64 else 0
+                result[name] = protocol.keep_head_and_tail(text, budget)[0]
                 result[f"{name}_truncated"] = True
-        streams = [o for o in result["outputs"] if o.get("output_type") == "stream"]
-        for output in streams:
-            text = str(output.get("text", ""))
-            output["text"] = text[: len(text) // 4]
+            printed = sum(
+                protocol.utf8_size(str(output.get("text", "")))
+                for output in result["outputs"]
+                if output.get("output_type") == "stream" and output.get("name") == name
+            )
+            keep_outputs_within(result["outputs"], name, printed // 4)
         new_size = json_size(result)
         if new_size >= size:  # nothing left to trim
             break

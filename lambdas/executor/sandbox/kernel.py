@@ -1,16 +1,13 @@
-"""IPython semantics for the sandboxed worker: the shell, and the capture of one cell's outputs.
+"""IPython semantics for the sandboxed worker: the shell, its magics and `!` commands.
 
-Built once in the zygote (so forking a worker costs no shell construction); every cell gets a
-fresh `CellCapture` that collects nbformat v4 outputs in order: stream text (capped), display
-data, the execute_result and the error. Nothing here talks to the parent.
+Built once in the zygote (so forking a worker costs no shell construction); what one cell
+outputs is collected by `capture.py`. Nothing here talks to the parent.
 """
 
 from __future__ import annotations
 
 import codecs
 import codeop
-import contextlib
-import io
 import os
 import re
 import shlex
@@ -22,245 +19,25 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from IPython.core.displayhook import DisplayHook
-from IPython.core.displaypub import DisplayPublisher
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from lambdas.executor.sandbox import charts, mime, tracebacks
+from lambdas.executor.sandbox.capture import (
+    SINK,
+    CapturedStream,
+    CapturingDisplayHook,
+    CapturingDisplayPublisher,
+)
 from lambdas.executor.sandbox.tracebacks import PACKAGES_HINT
 
 DEEP_TRACEBACK_FRAMES = 50
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # `!pip install x`, `!pip3 install x`, `!python -m pip install x`: the arguments after "pip".
 _PIP_COMMAND = re.compile(r"^\s*(?:pip3?|python3?(?:\.\d+)?\s+-m\s+pip)\s+(.*)$", re.DOTALL)
 # pip options that would fetch from elsewhere than this deployment's wheelhouse.
 _PIP_SOURCE_OPTIONS = ("-r", "--requirement", "-e", "--editable", "-i", "--index-url",
                        "--extra-index-url", "-f", "--find-links", "-t", "--target")  # fmt: skip
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI_ESCAPE.sub("", text)
-
-
-def _fit_utf8(text: str, budget: int) -> str:
-    """The longest prefix of `text` whose UTF-8 encoding fits in `budget` bytes."""
-    piece = text[:budget]
-    encoded = piece.encode("utf-8", "surrogatepass")
-    if len(encoded) <= budget:
-        return piece
-    return encoded[:budget].decode("utf-8", "ignore")
-
-
-def collapse_repeats(entries: list[str], keep: int = 3) -> list[str]:
-    """Runs of identical traceback entries (deep recursion) shortened to `keep` plus a note."""
-    collapsed: list[str] = []
-    index = 0
-    while index < len(entries):
-        end = index
-        while end < len(entries) and entries[end] == entries[index]:
-            end += 1
-        run = end - index
-        collapsed.extend(entries[index : index + min(run, keep)])
-        if run > keep:
-            collapsed.append(f"[... the previous entry repeated {run - keep} more times]")
-        index = end
-    return collapsed
-
-
-# What an output costs in the answer beyond its data (the JSON of the output dict): counted so
-# that a loop of a million tiny display() calls runs out of room, not the answer's frame.
-OUTPUT_OVERHEAD_BYTES = 100
-MAX_CELL_WARNINGS = 50  # distinct warnings of one cell; a loop repeats the same one
-
-
-def mime_bundle_size(data: dict[str, Any]) -> int:
-    return sum(
-        len(value) if isinstance(value, str) else len(repr(value)) for value in data.values()
-    )
-
-
-class CellCapture:
-    """Outputs of one cell, in order, with per-stream byte caps and an overall size budget."""
-
-    def __init__(self, stream_bytes: int, result_bytes: int) -> None:
-        self.outputs: list[dict[str, Any]] = []
-        self.stream_parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.stream_room = {"stdout": stream_bytes, "stderr": stream_bytes}
-        self.truncated = {"stdout": False, "stderr": False}
-        self.display_room = result_bytes - 2 * stream_bytes
-        self.result: dict[str, Any] | None = None
-        self.error: dict[str, Any] | None = None
-        self.memory_error = False
-        self.warnings: list[str] = []
-        self._open_stream: dict[str, Any] | None = None
-        # protocol.OutputMirror of the worker: kept stream text (and displays) also land where
-        # the parent can read them while the cell runs, or if the worker dies before answering.
-        self.mirror: Any = None
-
-    def add_stream(self, name: str, text: str) -> None:
-        room = self.stream_room[name]
-        if room <= 0:
-            if text:
-                self.truncated[name] = True
-            return
-        if len(text) * 4 > room:  # cheap bound first: at most 4 UTF-8 bytes per character
-            fitted = _fit_utf8(text, room)
-            if len(fitted) < len(text):
-                self.truncated[name] = True
-            text = fitted
-            self.stream_room[name] = room - len(text.encode("utf-8", "surrogatepass"))
-        else:
-            self.stream_room[name] = room - len(text.encode("utf-8", "surrogatepass"))
-        if not text:
-            return
-        if self.mirror is not None:
-            self.mirror.append(name, text)
-        self.stream_parts[name].append(text)
-        current = self._open_stream
-        if current is not None and current["name"] == name:
-            current["text"].append(text)
-        else:
-            current = {"output_type": "stream", "name": name, "text": [text]}
-            self.outputs.append(current)
-            self._open_stream = current
-
-    def warn(self, text: str) -> None:
-        if text not in self.warnings and len(self.warnings) < MAX_CELL_WARNINGS:
-            self.warnings.append(text)
-
-    def _fits(self, data: dict[str, Any]) -> bool:
-        size = mime_bundle_size(data) + OUTPUT_OVERHEAD_BYTES
-        if size > self.display_room:
-            self.warn("outputs were dropped: the result size limit was reached")
-            return False
-        self.display_room -= size
-        return True
-
-    def add_display(self, data: dict[str, Any], metadata: dict[str, Any] | None) -> None:
-        data = mime.clean_bundle(data)
-        if not self._fits(data):
-            return
-        self._open_stream = None
-        output = {
-            "output_type": "display_data",
-            "data": data,
-            "metadata": mime.clean_metadata(metadata),
-        }
-        self.outputs.append(output)
-        if self.mirror is not None:
-            self.mirror.append_display(output)
-
-    def set_result(self, data: dict[str, Any], metadata: dict[str, Any], count: int) -> None:
-        data = mime.clean_bundle(data)
-        if not self._fits(data):
-            return
-        self._open_stream = None
-        self.result = data
-        self.outputs.append(
-            {
-                "output_type": "execute_result",
-                "execution_count": count,
-                "data": data,
-                "metadata": mime.clean_metadata(metadata),
-            }
-        )
-
-    def set_error(self, name: str, value: str, traceback: list[str]) -> None:
-        self._open_stream = None
-        traceback = collapse_repeats([strip_ansi(line) for line in traceback])
-        self.error = {"name": name, "value": value, "traceback": traceback}
-        self.outputs.append(
-            {"output_type": "error", "ename": name, "evalue": value, "traceback": traceback}
-        )
-
-    def clear(self) -> None:
-        self.outputs.clear()
-        self._open_stream = None
-        if self.mirror is not None:
-            self.mirror.append_clear()
-
-    def finished_outputs(self) -> list[dict[str, Any]]:
-        for output in self.outputs:
-            if output["output_type"] == "stream" and isinstance(output["text"], list):
-                output["text"] = "".join(output["text"])
-        return self.outputs
-
-    def stream_text(self, name: str) -> str:
-        return "".join(self.stream_parts[name])
-
-
-class _Sink:
-    """Where the shell's hooks write; the worker swaps `capture` for every cell. In a process
-    user code forked from the worker, `to_fds` sends stream text straight to the fds instead
-    (the parent reads them as the run's output; the child's capture would be lost)."""
-
-    capture: CellCapture = CellCapture(0, 0)
-    to_fds: bool = False
-
-
-SINK = _Sink()
-
-
-class CapturedStream(io.TextIOBase):
-    """sys.stdout / sys.stderr replacement feeding the current cell's capture."""
-
-    def __init__(self, name: str, fd: int) -> None:
-        self._name = name
-        self._fd = fd
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        # C-level and subprocess writes go to the real fd, a pipe the parent drains (capped).
-        return self._fd
-
-    def write(self, text: str) -> int:  # type: ignore[override]
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if SINK.to_fds:
-            with contextlib.suppress(OSError):
-                os.write(self._fd, text.encode("utf-8", "backslashreplace"))
-            return len(text)
-        SINK.capture.add_stream(self._name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-
-class _CapturingDisplayPublisher(DisplayPublisher):
-    def publish(  # type: ignore[override]
-        self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs
-    ) -> None:
-        self._validate_data(data, metadata)  # TypeError for the user, as IPython raises
-        SINK.capture.add_display(data, metadata)
-
-    def clear_output(self, wait: bool = False) -> None:
-        SINK.capture.clear()
-
-
-class _CapturingDisplayHook(DisplayHook):
-    def write_output_prompt(self) -> None:
-        return None
-
-    def write_format_data(self, format_dict, md_dict=None) -> None:
-        SINK.capture.set_result(format_dict, md_dict or {}, self.prompt_count)
-
-    def log_output(self, format_dict) -> None:
-        return None  # history is off; keeping bundles would grow forever
-
-    def finish_displayhook(self) -> None:
-        self._is_active = False
 
 
 def run_shell_command(command: str) -> int:
@@ -578,8 +355,8 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     # instance(): IPython.display.display() publishes through the singleton only.
     shell = SandboxShell.instance(config=config)
     shell.input_transformer_manager = _TransformerManager()
-    shell.display_pub = _CapturingDisplayPublisher(shell=shell)
-    shell.displayhook = _CapturingDisplayHook(shell=shell)
+    shell.display_pub = CapturingDisplayPublisher(shell=shell)
+    shell.displayhook = CapturingDisplayHook(shell=shell)
     shell.display_trap.hook = shell.displayhook
     _guard_display_formatter(shell)
     # A cell is always complete: `print(` is a SyntaxError ("'(' was never closed"), not

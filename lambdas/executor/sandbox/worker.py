@@ -23,7 +23,15 @@ import socket
 from typing import Any, NoReturn, cast
 
 from lambdas.executor import protocol
-from lambdas.executor.sandbox import hygiene, kernel, packages, snapshot, transfer, workspace
+from lambdas.executor.sandbox import capture as cell_capture
+from lambdas.executor.sandbox import (
+    hygiene,
+    kernel,
+    packages,
+    snapshot,
+    transfer,
+    workspace,
+)
 from lambdas.shared import limits
 
 # Variables kept from the zygote's (already scrubbed) environment; everything else goes.
@@ -191,11 +199,11 @@ class Worker:
         with contextlib.suppress(OSError):
             os.close(self.sock.detach())
         self.mirror = None
-        kernel.SINK.capture.mirror = None
-        kernel.SINK.to_fds = True
+        cell_capture.SINK.capture.mirror = None
+        cell_capture.SINK.to_fds = True
 
     @staticmethod
-    def leave_forked_child(capture: kernel.CellCapture) -> NoReturn:
+    def leave_forked_child(capture: cell_capture.CellCapture) -> NoReturn:
         """A forked child's copy of the cell ended: exit as a script's child would (its error
         on stderr, sys.exit's code), instead of going back to serve runs it was never sent."""
         error = capture.error
@@ -214,13 +222,8 @@ class Worker:
         so a timed-out cell still shows its output (the parent kills the worker right after)."""
         if not self.in_cell or os.getpid() != self.pid:
             return
-        capture = kernel.SINK.capture
-        outputs = [
-            dict(output, text="".join(output["text"]))
-            if output["output_type"] == "stream" and isinstance(output["text"], list)
-            else output
-            for output in capture.outputs
-        ]
+        capture = cell_capture.SINK.capture
+        outputs = capture.current_outputs()
         with contextlib.suppress(Exception):
             cell = protocol.Cell(
                 status=protocol.CellStatus.TIMEOUT.value,
@@ -381,9 +384,9 @@ class Worker:
 
     def _run_cell(self, inv: dict[str, Any]) -> protocol.Cell:
         spec = inv["limits"]
-        capture = kernel.CellCapture(spec["stream_bytes"], spec["result_bytes"])
+        capture = cell_capture.CellCapture(spec["stream_bytes"], spec["result_bytes"])
         capture.mirror = self.mirror
-        kernel.SINK.capture = capture
+        cell_capture.SINK.capture = capture
         self.before_files = workspace.scan(self.workspace)
         env = inv.get("env") or {}
         saved_env = {name: os.environ.get(name) for name in env}
@@ -414,7 +417,7 @@ class Worker:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            kernel.SINK.capture = kernel.CellCapture(0, 0)
+            cell_capture.SINK.capture = cell_capture.CellCapture(0, 0)
         status = protocol.CellStatus.OK.value
         error = capture.error
         if capture.memory_error and error is not None:

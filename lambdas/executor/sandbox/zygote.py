@@ -30,6 +30,7 @@ from typing import Any
 
 from lambdas.executor import protocol
 from lambdas.executor.host import procs
+from lambdas.executor.sandbox import capture as cell_capture
 
 FORK_FDS = 4  # a fork request carries: worker socket, stdout pipe, stderr pipe, output mirror
 # How long a fresh zygote waits for its first request before it starts preloading: the parent
@@ -66,12 +67,11 @@ def _load_fork_ready(ipython_dir: str) -> Any:
 
 
 def _warm_up(shell: Any, code: str) -> None:
-    from lambdas.executor.sandbox import kernel
 
-    kernel.SINK.capture = kernel.CellCapture(1 << 20, 1 << 24)
+    cell_capture.SINK.capture = cell_capture.CellCapture(1 << 20, 1 << 24)
     with contextlib.suppress(Exception):
         shell.run_cell(code, store_history=False)
-    kernel.SINK.capture = kernel.CellCapture(0, 0)
+    cell_capture.SINK.capture = cell_capture.CellCapture(0, 0)
     for name in ("last_type", "last_value", "last_traceback", "last_exc"):
         with contextlib.suppress(AttributeError):
             delattr(sys, name)
