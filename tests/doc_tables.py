@@ -145,7 +145,8 @@ def render_limits() -> str:
         ),
         (
             "stdout, stderr",
-            f"{limits.MAX_STREAM_BYTES:,} bytes each (then `*_truncated: true`)",
+            f"{limits.MAX_STREAM_BYTES:,} bytes each; a longer one keeps its head and tail "
+            "around a `[... N bytes omitted ...]` line, `*_truncated: true`",
             "—",
         ),
         (
