@@ -12,9 +12,10 @@ Starts `python -m local` on a free loopback port and measures
   (`lost`: committed runs the session no longer shows; `extra`: runs counted twice);
 - first_output_latency_ms: time from a cell's first print to a client polling
   `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that).
-With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "load_exec_per_s",
-"load_errors", "load_runs", "load_lost", "load_extra", "first_output_latency_ms"}`. Targets
-(SPEC §6): p50 <= 30 ms, p95 <= 60 ms, 0 errors, 0 lost, running output <= 1 s behind the code.
+With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "dynamodb_calls_per_run",
+"load_exec_per_s", "load_errors", "load_runs", "load_lost", "load_extra",
+"first_output_latency_ms"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms, <= 2 DynamoDB
+requests per warm run, 0 errors, 0 lost, running output <= 1 s behind the code.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from lci import Client, LciError
+
+from local import aws_calls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -58,6 +61,9 @@ def start_stack(tmp_dir: str) -> tuple[subprocess.Popen[bytes], str, float]:
         "OPENBLAS_NUM_THREADS": "1",
         # print(2+2) needs no packages; keep the one-off 177 MB upload out of the timings.
         "LCI_WHEELHOUSE_UPLOAD": "off",
+        # The stack counts its DynamoDB requests into this file (local/aws_calls.py).
+        aws_calls.COUNT_ENV: "1",
+        aws_calls.FILE_ENV: os.path.join(tmp_dir, "dynamodb-calls.json"),
     }
     started = time.monotonic()
     process = subprocess.Popen(
@@ -84,7 +90,9 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
+def measure_latency(
+    endpoint: str, runs: int, warmup: int, calls_file: str | None = None
+) -> dict[str, float]:
     with Client(endpoint, API_KEY) as client:
         session = client.create_session().session_id
         started = time.monotonic()
@@ -94,12 +102,14 @@ def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
         for _ in range(warmup):
             client.execute("print(2+2)", session_id=session)
         samples = []
+        calls_before = sum(aws_calls.read_counts(calls_file).values()) if calls_file else 0
         for _ in range(runs):
             started = time.perf_counter()
             result = client.execute("print(2+2)", session_id=session)
             samples.append((time.perf_counter() - started) * 1000)
             if result.stdout != "4\n":
                 raise RuntimeError(f"wrong output: {result.raw}")
+        calls_after = sum(aws_calls.read_counts(calls_file).values()) if calls_file else 0
         health = []
         for _ in range(50):
             started = time.perf_counter()
@@ -112,6 +122,8 @@ def measure_latency(endpoint: str, runs: int, warmup: int) -> dict[str, float]:
         "p95": percentile(samples, 0.95),
         "max": max(samples),
         "health_p50": statistics.median(health),
+        # DynamoDB requests the API made per warm run (the stack's counter; issue 16: <= 2).
+        "dynamodb_calls_per_run": (calls_after - calls_before) / runs,
     }
 
 
@@ -351,7 +363,9 @@ def main() -> int:
                 if args.json:
                     print(json.dumps({"first_output_latency_ms": round(first_output["p50"])}))
                 return 0
-            latency = measure_latency(endpoint, args.runs, args.warmup)
+            latency = measure_latency(
+                endpoint, args.runs, args.warmup, os.path.join(tmp_dir, "dynamodb-calls.json")
+            )
             load = run_load(endpoint, args.load_sessions, args.load_seconds)
         finally:
             process.send_signal(signal.SIGINT)
@@ -362,6 +376,7 @@ def main() -> int:
     print(f"startup to healthy            {startup:8.2f} s")
     print(f"first run in a new session    {latency['first_run_ms']:8.1f} ms")
     print(f"health round trip p50         {latency['health_p50']:8.2f} ms")
+    print(f"DynamoDB requests per run     {latency['dynamodb_calls_per_run']:8.2f}")
     print(
         f"print(2+2) in a session       p50 {latency['p50']:.2f} ms  p95 {latency['p95']:.2f} ms"
         f"  max {latency['max']:.1f} ms  ({args.runs} runs after {args.warmup} warm-up)"
@@ -381,6 +396,7 @@ def main() -> int:
                 {
                     "e2e_p50_ms": round(latency["p50"], 2),
                     "e2e_p95_ms": round(latency["p95"], 2),
+                    "dynamodb_calls_per_run": round(latency["dynamodb_calls_per_run"], 2),
                     "load_exec_per_s": round(load["exec_per_s"], 1),
                     "load_errors": int(load["errors"]),
                     "load_runs": int(load["runs"]),

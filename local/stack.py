@@ -256,6 +256,9 @@ def start(settings: LocalSettings | None = None) -> RunningStack:
     from lambdas.api.settings import get_settings
 
     get_settings.cache_clear()
+    from local import aws_calls
+
+    aws_calls.install_from_env()  # before the API builds its boto3 clients (benchmarks/e2e.py)
     background = ThreadBackground()
     container.override(executor=pool, background=background)
     container.services()  # build boto3 clients now, not on the first request

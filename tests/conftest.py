@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +28,15 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_USER = "lci-sandbox"
+# The executor's protection checks as `GET /v1/diagnostics` names them (SPEC's diagnostics).
+EXECUTOR_PROTECTION_CHECKS = {
+    "non_dumpable",
+    "rlimits",
+    "process_group_kill",
+    "pidfd",
+    "huge_pages",
+    "runtime_api_isolated",
+}
 
 
 @dataclass(frozen=True)
@@ -157,3 +167,14 @@ def sandbox_user() -> UnprivilegedUser:
     return UnprivilegedUser(
         pwd.getpwuid(os.getuid()).pw_name, os.getuid(), os.getgid(), dedicated=False
     )
+
+
+def send_request_in_full(raw: socket.socket, request: bytes, body_bytes: int = 0) -> None:
+    """Send a raw HTTP request head, then `body_bytes` of body in 1 MiB pieces, before reading
+    any answer (what a naive client does)."""
+    raw.sendall(request)
+    chunk = b"a" * (1 << 20)
+    sent = 0
+    while sent < body_bytes:
+        raw.sendall(chunk[: body_bytes - sent])
+        sent += min(len(chunk), body_bytes - sent)

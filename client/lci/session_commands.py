@@ -15,15 +15,11 @@ from lci.rendering import emit, table
 
 def session_command(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     book = SessionBook()
-    if args.session_command == "new":
-        session = client.create_session(args.ttl)
-        try:
-            book.add(client.endpoint, session.session_id)
-        except ConfigError as exc:
-            err.write(f"warning: `lci session ls` will not list it: {exc}\n")
-        emit(args.json, out, dataclasses.asdict(session), session.session_id)
-    elif args.session_command == "fork":
-        session = client.fork_session(args.session_id, args.ttl)
+    if args.session_command in ("new", "fork"):
+        if args.session_command == "new":
+            session = client.create_session(args.ttl)
+        else:
+            session = client.fork_session(args.session_id, args.ttl)
         try:
             book.add(client.endpoint, session.session_id)
         except ConfigError as exc:

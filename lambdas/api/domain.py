@@ -139,6 +139,21 @@ class SessionCommit(_Entity):
     has_files: bool | None = None
 
 
+class LeaseClaim(_Entity):
+    """Taking a session's run lease: the session must exist, belong to `principal`, be live at
+    `now` and hold no lease (or an expired one), and still be as this process last saw it
+    (`execution_count`, `state_version`, `has_files`: what the run is built from)."""
+
+    session_id: str
+    principal: str
+    lease_id: str
+    lease_expires_at: int
+    now: int
+    execution_count: int
+    state_version: int
+    has_files: bool
+
+
 class UsageDelta(_Entity):
     """What one run adds to its principal's usage counters."""
 

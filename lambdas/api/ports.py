@@ -12,6 +12,7 @@ from typing import Protocol
 from lambdas.api.domain import (
     ExecutionRecord,
     IdempotencyRecord,
+    LeaseClaim,
     NotebookCell,
     SessionCommit,
     SessionRecord,
@@ -34,28 +35,46 @@ class ConditionFailed(Exception):
     """A conditional write lost (item missing, lease held by someone else, already claimed)."""
 
 
+class LeaseRefused(ConditionFailed):
+    """The session's lease was not taken: `session` is the item as it was (None: missing, or
+    not returned by the store), to tell a missing/foreign/expired/busy session from a stale
+    view of it."""
+
+    def __init__(self, session: SessionRecord | None = None) -> None:
+        super().__init__("the session lease was not taken")
+        self.session = session
+
+
+class IdempotencyTaken(ConditionFailed):
+    """The Idempotency-Key was claimed by another request first."""
+
+
 class Table(Protocol):
     """The API's one table (`lambdas/api/adapters/dynamodb.py` documents the item layout)."""
 
     def create_session(self, session: SessionRecord) -> None: ...
     def get_session(self, session_id: str) -> SessionRecord | None: ...
-    def acquire_lease(
-        self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
-    ) -> SessionRecord: ...
     def finish_run(self, commit: SessionCommit) -> None: ...
+    def start_run(
+        self,
+        execution: ExecutionRecord,
+        *,
+        lease: LeaseClaim | None = None,
+        claim: IdempotencyRecord | None = None,
+    ) -> None: ...
     def commit_run(
         self,
         *,
         execution: ExecutionRecord,
         session: SessionCommit | None = None,
         cell: NotebookCell | None = None,
+        usage: UsageDelta | None = None,
     ) -> None: ...
     def add_usage(self, usage: UsageDelta) -> None: ...
     def mark_has_files(self, session_id: str) -> None: ...
     def delete_session(self, session_id: str) -> None: ...
     def list_cells(self, session_id: str) -> list[NotebookCell]: ...
     def put_cells(self, cells: list[NotebookCell]) -> None: ...
-    def put_execution(self, execution: ExecutionRecord) -> None: ...
     def create_execution(self, execution: ExecutionRecord) -> None: ...
     def claim_job(self, execution_id: str) -> bool: ...
     def delete_execution(self, execution_id: str) -> None: ...
@@ -64,7 +83,6 @@ class Table(Protocol):
     ) -> ExecutionRecord | None: ...
     def get_usage(self, principal: str, period: str) -> UsageRecord: ...
     def get_idempotency(self, principal: str, key_hash: str) -> IdempotencyRecord | None: ...
-    def claim_idempotency(self, claim: IdempotencyRecord) -> None: ...
     def delete_idempotency(self, principal: str, key_hash: str) -> None: ...
 
 

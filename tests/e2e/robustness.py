@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.conftest import send_request_in_full
+
 from .conftest import TargetStack
 
 HOST_PATH_MARKERS = ("/work/", "/root/", "/home/", "/usr/lib/python", "site-packages", '.py"')
@@ -28,12 +30,7 @@ def raw_exchange(stack: TargetStack, request: bytes, body_bytes: int = 0) -> byt
     """Send everything before reading the answer (what a naive client does)."""
     url = urlsplit(stack.endpoint)
     with socket.create_connection((url.hostname, url.port), timeout=60) as raw:
-        raw.sendall(request)
-        chunk = b"a" * (1 << 20)
-        sent = 0
-        while sent < body_bytes:
-            raw.sendall(chunk[: body_bytes - sent])
-            sent += min(len(chunk), body_bytes - sent)
+        send_request_in_full(raw, request, body_bytes)
         answer = b""
         while data := raw.recv(65536):
             answer += data

@@ -10,18 +10,11 @@ import sys
 import httpx
 import pytest
 
+from tests.conftest import EXECUTOR_PROTECTION_CHECKS as CHECKS
+
 from .conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
-
-CHECKS = {
-    "non_dumpable",
-    "rlimits",
-    "process_group_kill",
-    "pidfd",
-    "huge_pages",
-    "runtime_api_isolated",
-}
 
 
 def test_diagnostics_report_every_protection_of_the_executor_environment(local_stack):

@@ -5,6 +5,7 @@ interrupt, the session deleted at shutdown), and nbclient executes a small noteb
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -47,8 +48,9 @@ def kernel_env(
         yield {**env, "JUPYTER_PATH": jupyter_path}
 
 
-@pytest.fixture(scope="module")
-def kernel(kernel_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+@contextlib.contextmanager
+def _started_kernel(kernel_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    """The `lci` kernel started as Jupyter starts it, ready; shut down on the way out."""
     from jupyter_client.manager import KernelManager
 
     manager = KernelManager(kernel_name="lci")
@@ -62,6 +64,12 @@ def kernel(kernel_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
         client.stop_channels()
         if manager.is_alive():
             manager.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel(kernel_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    with _started_kernel(kernel_env) as started:
+        yield started
 
 
 def run(client: Any, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -155,23 +163,13 @@ def test_interrupt_stops_the_remote_cell_and_keeps_state(kernel: tuple[Any, Any]
 def test_the_session_is_deleted_at_shutdown(
     kernel_env: dict[str, str], local_stack: TargetStack
 ) -> None:
-    from jupyter_client.manager import KernelManager
-
-    manager = KernelManager(kernel_name="lci")
-    manager.start_kernel(env=kernel_env)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=TIMEOUT)
+    with _started_kernel(kernel_env) as (_, client):
         client.kernel_info()
         banner = client.get_shell_msg(timeout=TIMEOUT)["content"]["banner"]
         session_id = banner.rsplit("session ", 1)[1].strip()
         headers = {"x-api-key": local_stack.keys[0]}
         url = f"{local_stack.endpoint}/v1/sessions/{session_id}"
         assert httpx.get(url, headers=headers, timeout=30).status_code == 200
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=False)
     assert httpx.get(url, headers=headers, timeout=30).status_code == 404
 
 

@@ -200,13 +200,7 @@ class FakeExecutor:
         self.release.clear()
 
     def invoke(self, invocation: Any) -> Any:
-        from lambdas.shared.models import (
-            ExecutionResult,
-            ExecutionStatus,
-            ExecutorResponse,
-            OutputFile,
-            StateReport,
-        )
+        from lambdas.shared.models import ExecutorResponse, OutputFile, StateReport
 
         with self._lock:
             self.invocations.append(invocation)
@@ -215,12 +209,9 @@ class FakeExecutor:
         if self.behaviour is not None:
             return self.behaviour(invocation)
         stdout = f"ran: {invocation.code}\n"
-        result = ExecutionResult(
-            execution_id=invocation.execution_id,
+        result = ok_result(
+            invocation,
             session_id=invocation.session_id,
-            status=ExecutionStatus.OK,
-            success=True,
-            execution_count=invocation.execution_count,
             stdout=stdout,
             outputs=[{"output_type": "stream", "name": "stdout", "text": stdout}],
             files=[OutputFile(**f) for f in self.output_files],
@@ -233,6 +224,51 @@ class FakeExecutor:
                 uploaded=uploaded, size=10 if uploaded else 0, variables=self.variables
             ),
         )
+
+
+def ok_result(invocation: Any, **fields: Any) -> Any:
+    """A successful `ExecutionResult` answering `invocation`, with `fields` (stdout, outputs…)."""
+    from lambdas.shared.models import ExecutionResult, ExecutionStatus
+
+    return ExecutionResult(
+        execution_id=invocation.execution_id,
+        status=ExecutionStatus.OK,
+        success=True,
+        execution_count=invocation.execution_count,
+        **fields,
+    )
+
+
+def take_over_lease_during_next_run(fake_executor: FakeExecutor, session_id: str) -> None:
+    """While the next run is in flight its lease expires and another run takes the session."""
+    import boto3
+
+    table = boto3.resource("dynamodb").Table(TABLE)
+    normal = fake_executor.behaviour
+
+    def lease_taken_over(invocation: Any) -> Any:
+        table.update_item(
+            Key={"pk": f"SESSION#{session_id}", "sk": "META"},
+            UpdateExpression="SET lease_id = :other",
+            ExpressionAttributeValues={":other": "someone-else"},
+        )
+        fake_executor.behaviour = normal
+        return fake_executor.invoke(invocation)
+
+    fake_executor.behaviour = lease_taken_over
+
+
+def wait_finished(api: ApiClient, execution_id: str) -> dict[str, Any]:
+    """The execution's record once it is no longer running (a minute at the most)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = api.get(f"/v1/executions/{execution_id}").json()
+        if body["status"] != "running":
+            return dict(body)
+        time.sleep(0.05)
+    raise AssertionError("execution never finished")
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -340,3 +376,18 @@ def api(wired: None) -> ApiClient:
 @pytest.fixture
 def other_api(wired: None) -> ApiClient:
     return ApiClient(principal=OTHER_PRINCIPAL)
+
+
+@pytest.fixture(scope="module")
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One executor environment per test module (its own temp root, so modules never share
+    workers), shut down after the module's last test."""
+    from lambdas.executor.host.engine import Engine
+    from lambdas.executor.settings import ExecutorSettings
+
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    instance = Engine(ExecutorSettings(LCI_TMP_ROOT=str(root)))
+    yield instance
+    instance.shutdown()

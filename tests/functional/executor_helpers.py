@@ -48,6 +48,30 @@ class InProcessExecutor:
         return parse_response(invocation, payload)
 
 
+def serve_api_on_moto_server(endpoint: str, catalog: Any) -> None:
+    """Create the table and bucket on the moto server at `endpoint` and wire the API to them
+    with this in-process executor (background jobs on threads)."""
+    import boto3
+
+    from lambdas.api import container
+    from lambdas.api.settings import ApiSettings
+    from lambdas.shared.storage import table_create_kwargs
+    from tests.functional.conftest import BUCKET, TABLE
+
+    boto3.client("dynamodb", endpoint_url=endpoint).create_table(**table_create_kwargs(TABLE))
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    settings = ApiSettings(
+        TABLE_NAME=TABLE,
+        BUCKET_NAME=BUCKET,
+        EXECUTOR_MODE="local",
+        BACKGROUND_MODE="thread",
+        S3_ENDPOINT_URL=endpoint,
+        DYNAMODB_ENDPOINT_URL=endpoint,
+    )
+    container.reset()
+    container.override(settings=settings, catalog=catalog, executor=InProcessExecutor())
+
+
 def answered_within(
     seconds: float, call: Callable[[], dict[str, Any]], engine: Any, session_id: str
 ) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from typing import Any
 
 import boto3
@@ -16,8 +15,17 @@ import requests
 from lambdas.api import container
 from lambdas.api.errors import RateLimited
 from lambdas.api.settings import ApiSettings
-from lambdas.shared.models import ExecutionResult, ExecutionStatus, ExecutorResponse
-from tests.functional.conftest import BUCKET, TABLE, ApiClient, Clock, FakeExecutor
+from lambdas.shared.models import ExecutorResponse
+from tests.functional.conftest import (
+    BUCKET,
+    TABLE,
+    ApiClient,
+    Clock,
+    FakeExecutor,
+    ok_result,
+    take_over_lease_during_next_run,
+    wait_finished,
+)
 
 FAST = {"timeout_ms": 2000}  # fits the sync window: the executor is called inline
 
@@ -29,16 +37,6 @@ def _settings(**overrides: Any) -> ApiSettings:
 def _session_item(session_id: str) -> dict[str, Any]:
     table = boto3.resource("dynamodb").Table(TABLE)
     return table.get_item(Key={"pk": f"SESSION#{session_id}", "sk": "META"})["Item"]
-
-
-def _wait_finished(api: ApiClient, execution_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = api.get(f"/v1/executions/{execution_id}").json()
-        if body["status"] != "running":
-            return body
-        time.sleep(0.05)
-    raise AssertionError("execution never finished")
 
 
 # --- request validation ------------------------------------------------------------------------
@@ -248,7 +246,7 @@ def test_wait_false_returns_202_and_the_result_later(
     running = api.get(f"/v1/executions/{accepted['execution_id']}")
     assert running.status == 200 and running.json()["status"] == "running"
     fake_executor.release.set()
-    finished = _wait_finished(api, accepted["execution_id"])
+    finished = wait_finished(api, accepted["execution_id"])
     assert finished["status"] == "ok" and finished["stdout"] == "ran: later\n"
     assert finished["execution_count"] == 1
 
@@ -263,7 +261,7 @@ def test_run_longer_than_the_sync_window_returns_202(
     assert response.status == 202
     execution_id = response.json()["execution_id"]
     fake_executor.release.set()
-    assert _wait_finished(api, execution_id)["status"] == "ok"
+    assert wait_finished(api, execution_id)["status"] == "ok"
 
 
 def test_background_run_that_finishes_in_the_window_returns_200(
@@ -290,7 +288,7 @@ def test_stored_job_runs_from_the_background_event(
     again = handler({"lci_background": {"execution_id": accepted["execution_id"]}}, None)
     assert again["ran"] is False  # a duplicate async delivery does not run it twice
     assert len(fake_executor.invocations) == 1
-    assert _wait_finished(api, accepted["execution_id"])["stdout"] == "ran: bg\n"
+    assert wait_finished(api, accepted["execution_id"])["stdout"] == "ran: bg\n"
 
 
 # --- idempotency ------------------------------------------------------------------------------
@@ -429,11 +427,8 @@ def test_large_results_are_stored_and_served(api: ApiClient, fake_executor: Fake
 
     def large(invocation: Any) -> Any:
         return ExecutorResponse(
-            result=ExecutionResult(
-                execution_id=invocation.execution_id,
-                status=ExecutionStatus.OK,
-                success=True,
-                execution_count=invocation.execution_count,
+            result=ok_result(
+                invocation,
                 stdout=big,
                 outputs=[{"output_type": "stream", "name": "stdout", "text": big}],
             )
@@ -464,20 +459,7 @@ def test_a_run_that_lost_its_lease_commits_nothing(
     api: ApiClient, fake_executor: FakeExecutor
 ) -> None:
     sid = api.new_session()
-    table = boto3.resource("dynamodb").Table(TABLE)
-    steal = fake_executor.behaviour
-
-    def lease_taken_over(invocation: Any) -> Any:
-        # While this run is in flight its lease expires and another run takes the session.
-        table.update_item(
-            Key={"pk": f"SESSION#{sid}", "sk": "META"},
-            UpdateExpression="SET lease_id = :other",
-            ExpressionAttributeValues={":other": "someone-else"},
-        )
-        fake_executor.behaviour = steal
-        return fake_executor.invoke(invocation)
-
-    fake_executor.behaviour = lease_taken_over
+    take_over_lease_during_next_run(fake_executor, sid)
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "late", **FAST})
     assert response.status == 200
     result = response.json()

@@ -8,12 +8,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
-from tests.functional.conftest import BUCKET, OTHER_PRINCIPAL, TABLE, ApiClient
-from tests.functional.executor_helpers import InProcessExecutor
+from tests.functional.conftest import OTHER_PRINCIPAL, ApiClient
+from tests.functional.executor_helpers import serve_api_on_moto_server
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +32,9 @@ def real_api() -> Iterator[ApiClient]:
     from moto.server import ThreadedMotoServer
 
     from lambdas.api import container
-    from lambdas.api.settings import ApiSettings, get_settings
+    from lambdas.api.settings import get_settings
     from lambdas.executor import handler as executor_handler
     from lambdas.shared.packages.catalog import load_catalog
-    from lambdas.shared.storage import table_create_kwargs
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -56,22 +54,7 @@ def real_api() -> Iterator[ApiClient]:
         patch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
         get_settings.cache_clear()
         try:
-            boto3.client("dynamodb", endpoint_url=endpoint).create_table(
-                **table_create_kwargs(TABLE)
-            )
-            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-            settings = ApiSettings(
-                TABLE_NAME=TABLE,
-                BUCKET_NAME=BUCKET,
-                EXECUTOR_MODE="local",
-                BACKGROUND_MODE="thread",
-                S3_ENDPOINT_URL=endpoint,
-                DYNAMODB_ENDPOINT_URL=endpoint,
-            )
-            container.reset()
-            container.override(
-                settings=settings, catalog=load_catalog(), executor=InProcessExecutor()
-            )
+            serve_api_on_moto_server(endpoint, load_catalog())
             yield ApiClient()
         finally:
             container.reset()

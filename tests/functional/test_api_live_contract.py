@@ -5,24 +5,13 @@ parent forks from its last commit; notebook outputs kept in S3 are copied too)."
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import boto3
 
 from lambdas.api.service.common import INLINE_JSON_MAX_BYTES
 from lambdas.shared import limits, live
-from tests.functional.conftest import BUCKET, ApiClient, FakeExecutor
-
-
-def _wait_finished(api: ApiClient, execution_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = api.get(f"/v1/executions/{execution_id}").json()
-        if body["status"] != "running":
-            return body
-        time.sleep(0.05)
-    raise AssertionError("execution never finished")
+from tests.functional.conftest import BUCKET, ApiClient, FakeExecutor, ok_result, wait_finished
 
 
 def _put_chunk(execution_id: str, seq: int, base: bool, **document: Any) -> None:
@@ -32,6 +21,14 @@ def _put_chunk(execution_id: str, seq: int, base: bool, **document: Any) -> None
         Key=f"executions/{execution_id}/out/{live.chunk_name(seq, base)}",
         Body=body,
     )
+
+
+def _start_held_run(api: ApiClient, fake_executor: FakeExecutor) -> str:
+    """A run of `x` in a new session that stays running until the test releases the executor."""
+    sid = api.new_session()
+    fake_executor.block()
+    response = api.post(f"/v1/sessions/{sid}/execute", {"code": "x", "wait": False})
+    return str(response.json()["execution_id"])
 
 
 def test_every_invocation_carries_a_live_channel_for_its_own_prefix(
@@ -50,11 +47,7 @@ def test_every_invocation_carries_a_live_channel_for_its_own_prefix(
 def test_a_running_execution_shows_the_newest_base_and_the_deltas_after_it(
     api: ApiClient, fake_executor: FakeExecutor
 ) -> None:
-    sid = api.new_session()
-    fake_executor.block()
-    execution_id = api.post(f"/v1/sessions/{sid}/execute", {"code": "x", "wait": False}).json()[
-        "execution_id"
-    ]
+    execution_id = _start_held_run(api, fake_executor)
     assert api.get(f"/v1/executions/{execution_id}").json()["stdout"] == ""
     _put_chunk(execution_id, 0, True, stdout="old\n", outputs=[])
     _put_chunk(
@@ -81,18 +74,14 @@ def test_a_running_execution_shows_the_newest_base_and_the_deltas_after_it(
     assert [o["name"] for o in running["outputs"]] == ["stdout", "stderr", "stdout"]
     assert running["usage"] == {"wall_ms": 1500, "cpu_ms": 20, "peak_memory_mb": 80.5}
     fake_executor.release.set()
-    finished = _wait_finished(api, execution_id)
+    finished = wait_finished(api, execution_id)
     assert finished["stdout"] == "ran: x\n"  # the result, not the chunks, once it is over
 
 
 def test_interrupt_requests_a_running_execution_only(
     api: ApiClient, other_api: ApiClient, fake_executor: FakeExecutor
 ) -> None:
-    sid = api.new_session()
-    fake_executor.block()
-    execution_id = api.post(f"/v1/sessions/{sid}/execute", {"code": "x", "wait": False}).json()[
-        "execution_id"
-    ]
+    execution_id = _start_held_run(api, fake_executor)
     assert other_api.post(f"/v1/executions/{execution_id}/interrupt").status == 404
     assert api.post("/v1/executions/missing/interrupt").status == 404
     accepted = api.post(f"/v1/executions/{execution_id}/interrupt")
@@ -102,7 +91,7 @@ def test_interrupt_requests_a_running_execution_only(
     )
     assert b"requested_at" in marker["Body"].read()
     fake_executor.release.set()
-    _wait_finished(api, execution_id)
+    wait_finished(api, execution_id)
     finished = api.post(f"/v1/executions/{execution_id}/interrupt")
     assert finished.status == 409 and finished.error_code == "EXECUTION_FINISHED"
 
@@ -126,7 +115,7 @@ def test_a_busy_parent_forks_from_its_last_commit(
     copied = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"sessions/{child}/state/1.pkl")
     assert copied["Body"].read() == b"committed"
     fake_executor.release.set()
-    _wait_finished(api, running.json()["execution_id"])
+    wait_finished(api, running.json()["execution_id"])
     assert api.post(f"/v1/sessions/{child}/execute", {"code": "x"}).status == 200
     state = fake_executor.invocations[-1].state
     assert state.version == 1 and f"sessions/{child}/state/1.pkl" in state.download_url
@@ -135,18 +124,15 @@ def test_a_busy_parent_forks_from_its_last_commit(
 def test_a_fork_keeps_notebook_outputs_stored_in_s3_after_the_parent_goes(
     api: ApiClient, fake_executor: FakeExecutor
 ) -> None:
-    from lambdas.shared.models import ExecutionResult, ExecutorResponse, StateReport
+    from lambdas.shared.models import ExecutorResponse, StateReport
 
     big = "y" * (INLINE_JSON_MAX_BYTES + 1)
 
     def large_output(invocation: Any) -> Any:
         return ExecutorResponse(
-            result=ExecutionResult(
-                execution_id=invocation.execution_id,
+            result=ok_result(
+                invocation,
                 session_id=invocation.session_id,
-                status="ok",
-                success=True,
-                execution_count=invocation.execution_count,
                 stdout=big,
                 outputs=[{"output_type": "stream", "name": "stdout", "text": big}],
             ),
@@ -167,11 +153,7 @@ def test_a_running_view_fits_one_proxy_response_whatever_it_printed(
 ) -> None:
     import json
 
-    sid = api.new_session()
-    fake_executor.block()
-    execution_id = api.post(f"/v1/sessions/{sid}/execute", {"code": "x", "wait": False}).json()[
-        "execution_id"
-    ]
+    execution_id = _start_held_run(api, fake_executor)
     quotes = '"\\' * (limits.MAX_STREAM_BYTES // 2)  # every character escaped, twice over
     _put_chunk(
         execution_id,
@@ -186,4 +168,4 @@ def test_a_running_view_fits_one_proxy_response_whatever_it_printed(
     assert len(json.dumps(response.text)) <= limits.API_RESPONSE_BUDGET_BYTES
     assert running["stdout_truncated"] is True and running["stdout"].startswith('"\\"\\')
     fake_executor.release.set()
-    _wait_finished(api, execution_id)
+    wait_finished(api, execution_id)

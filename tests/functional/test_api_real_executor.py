@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
-from tests.functional.conftest import BUCKET, TABLE, ApiClient
-from tests.functional.executor_helpers import InProcessExecutor
+from tests.functional.conftest import ApiClient
+from tests.functional.executor_helpers import serve_api_on_moto_server
 
 RUN = {"timeout_ms": 20_000}
 
@@ -21,9 +20,7 @@ def real_api(aws_env: None, catalog: Any, monkeypatch: pytest.MonkeyPatch) -> It
     from moto.server import ThreadedMotoServer
 
     from lambdas.api import container
-    from lambdas.api.settings import ApiSettings
     from lambdas.executor import handler as executor_handler
-    from lambdas.shared.storage import table_create_kwargs
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -32,18 +29,7 @@ def real_api(aws_env: None, catalog: Any, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", endpoint)
     try:
-        boto3.client("dynamodb", endpoint_url=endpoint).create_table(**table_create_kwargs(TABLE))
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        settings = ApiSettings(
-            TABLE_NAME=TABLE,
-            BUCKET_NAME=BUCKET,
-            EXECUTOR_MODE="local",
-            BACKGROUND_MODE="thread",
-            S3_ENDPOINT_URL=endpoint,
-            DYNAMODB_ENDPOINT_URL=endpoint,
-        )
-        container.reset()
-        container.override(settings=settings, catalog=catalog, executor=InProcessExecutor())
+        serve_api_on_moto_server(endpoint, catalog)
         yield ApiClient()
     finally:
         container.reset()

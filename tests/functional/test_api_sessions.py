@@ -7,7 +7,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.functional.conftest import ApiClient, Clock, FakeExecutor
+from tests.functional.conftest import ApiClient, Clock, FakeExecutor, ok_result
 
 
 def test_health_needs_no_key(api: ApiClient) -> None:
@@ -149,15 +149,12 @@ def test_notebook_is_valid_nbformat_v4_with_outputs(
 def test_notebook_drops_invalid_outputs_but_stays_valid(
     api: ApiClient, fake_executor: FakeExecutor
 ) -> None:
-    from lambdas.shared.models import ExecutionResult, ExecutionStatus, ExecutorResponse
+    from lambdas.shared.models import ExecutorResponse
 
     def bad_outputs(invocation):  # type: ignore[no-untyped-def]
         return ExecutorResponse(
-            result=ExecutionResult(
-                execution_id=invocation.execution_id,
-                status=ExecutionStatus.OK,
-                success=True,
-                execution_count=invocation.execution_count,
+            result=ok_result(
+                invocation,
                 outputs=[
                     {"output_type": "stream", "name": 42},
                     {"output_type": "stream", "name": "stdout", "text": "kept\n"},

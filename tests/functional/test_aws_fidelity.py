@@ -10,7 +10,14 @@ import boto3
 import pytest
 
 from lambdas.api import container
-from tests.functional.conftest import TABLE, ApiClient, FakeExecutor
+from tests.conftest import EXECUTOR_PROTECTION_CHECKS
+from tests.functional.conftest import (
+    TABLE,
+    ApiClient,
+    FakeExecutor,
+    ok_result,
+    take_over_lease_during_next_run,
+)
 
 FAST = {"timeout_ms": 2000}
 
@@ -66,27 +73,16 @@ def test_each_commit_attempt_of_other_items_has_its_own_transaction_token(
     """A run whose lease was taken over falls back to writing its record alone: another
     transaction, so another token (the first one's would be refused for 10 minutes)."""
     sid = api.new_session()
-    table = boto3.resource("dynamodb").Table(TABLE)
-    normal = fake_executor.behaviour
-
-    def lease_taken_over(invocation: Any) -> Any:
-        table.update_item(
-            Key={"pk": f"SESSION#{sid}", "sk": "META"},
-            UpdateExpression="SET lease_id = :other",
-            ExpressionAttributeValues={":other": "someone-else"},
-        )
-        fake_executor.behaviour = normal
-        return fake_executor.invoke(invocation)
-
-    fake_executor.behaviour = lease_taken_over
+    take_over_lease_during_next_run(fake_executor, sid)
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "late", **FAST})
     assert response.status == 200, response.text
     result = response.json()
     assert any("lease expired" in warning for warning in result["warnings"])
     stored = api.get(f"/v1/executions/{result['execution_id']}")
     assert stored.status == 200 and stored.json()["stdout"] == "ran: late\n"
+    # The run's start (lease + running record) is a transaction too, then the two commits.
     tokens = [token for token, _ in strict_tokens.calls]
-    assert len(tokens) == 2 and len(set(tokens)) == 2, tokens
+    assert len(tokens) == 3 and len(set(tokens)) == 3, tokens
     assert all(1 <= len(token) <= 36 for token in tokens)
 
 
@@ -97,13 +93,14 @@ def test_a_retried_commit_of_the_same_items_reuses_its_token(
     success without writing twice."""
     from botocore.exceptions import ClientError
 
-    sends = {"n": 0}
+    answered: set[str] = set()
     strict = strict_tokens
 
     def lose_first_response(**kwargs: Any) -> Any:
         response = strict(**kwargs)
-        sends["n"] += 1
-        if sends["n"] == 1:  # written, but the answer is lost on the way back
+        token = kwargs.get("ClientRequestToken", "")
+        if token not in answered:  # written, but the answer is lost on the way back
+            answered.add(token)
             raise ClientError(
                 {"Error": {"Code": "InternalServerError", "Message": "lost"}},
                 "TransactWriteItems",
@@ -115,7 +112,10 @@ def test_a_retried_commit_of_the_same_items_reuses_its_token(
     sid = api.new_session()
     response = api.post(f"/v1/sessions/{sid}/execute", {"code": "once", **FAST})
     assert response.status == 200 and response.json()["execution_count"] == 1
-    assert len(strict.calls) == 2 and strict.calls[0] == strict.calls[1]
+    # The run's start (lease + running record) and its commit: each retried as itself.
+    calls = strict.calls
+    assert len(calls) == 4 and calls[0] == calls[1] and calls[2] == calls[3], calls
+    assert calls[0] != calls[2]
 
 
 # --- item 3: API Gateway's 29 s: the sync window holds on every path ------------------------------
@@ -291,16 +291,13 @@ def test_on_lambda_an_inline_run_whose_executor_hangs_answers_202_when_the_windo
 
 
 def _quotes_executor(fake_executor: FakeExecutor, size: int) -> None:
-    from lambdas.shared.models import ExecutionResult, ExecutionStatus, ExecutorResponse
+    from lambdas.shared.models import ExecutorResponse
 
     def loud(invocation: Any) -> Any:
         text = '"' * size + "\n"
         return ExecutorResponse(
-            result=ExecutionResult(
-                execution_id=invocation.execution_id,
-                status=ExecutionStatus.OK,
-                success=True,
-                execution_count=invocation.execution_count,
+            result=ok_result(
+                invocation,
                 stdout=text,
                 outputs=[{"output_type": "stream", "name": "stdout", "text": text}],
             )
@@ -359,14 +356,7 @@ def test_diagnostics_ask_the_executor_which_protections_hold_and_run_nothing(
     assert response.status == 200, response.text
     report = response.json()
     checks = report["executor"]["checks"]
-    assert set(checks) == {
-        "non_dumpable",
-        "rlimits",
-        "process_group_kill",
-        "pidfd",
-        "huge_pages",
-        "runtime_api_isolated",
-    }
+    assert set(checks) == EXECUTOR_PROTECTION_CHECKS
     assert all(check["ok"] in (True, False, None) and check["detail"] for check in checks.values())
     assert report["api"]["sync_wait_ms"] == 25_000 and "botocore" in report["api"]
     assert api.get("/v1/usage").json()["executions"] == 0  # nothing ran, nothing counted

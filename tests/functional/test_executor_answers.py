@@ -7,26 +7,18 @@ from __future__ import annotations
 
 import base64
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from lambdas.executor.host import results
 from lambdas.executor.host.engine import Engine
-from lambdas.executor.settings import ExecutorSettings
 from tests.functional.executor_helpers import answered_within, checked, invocation
 
 Run = Callable[..., dict[str, Any]]
 PNG = b"\x89PNG\r\n\x1a\n"
 HOST_MARKERS = ("/work/", "/root/", "site-packages", "lambdas/executor", "urllib")
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("answers"))))
-    yield engine
-    engine.shutdown()
 
 
 @pytest.fixture

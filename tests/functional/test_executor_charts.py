@@ -3,14 +3,10 @@ behind `handler()`; the same through the API over HTTP is in tests/e2e/test_play
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from lambdas.executor.host.engine import Engine
 from lambdas.executor.sandbox.charts import CHART_MIME, MAX_CHART_POINTS
-from lambdas.executor.settings import ExecutorSettings
 from tests.functional.executor_helpers import checked, invocation
 
 LINE_PLOT = """
@@ -21,13 +17,6 @@ ax.set_title("Quarterly revenue")
 ax.set_xlabel("quarter")
 ax.set_ylabel("EUR (k)")
 """
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("executor"))))
-    yield engine
-    engine.shutdown()
 
 
 def charts(engine: Engine, code: str) -> list[dict[str, Any]]:

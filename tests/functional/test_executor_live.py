@@ -44,16 +44,6 @@ def s3() -> Iterator[Any]:
             server.stop()
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    from lambdas.executor.settings import ExecutorSettings
-
-    root = tmp_path_factory.mktemp("live-engine")
-    instance = Engine(ExecutorSettings(LCI_TMP_ROOT=str(root)))
-    yield instance
-    instance.shutdown()
-
-
 def _live(s3: Any, execution_id: str) -> dict[str, Any]:
     prefix = f"executions/{execution_id}/out/"
     post = s3.generate_presigned_post(

@@ -5,13 +5,12 @@ result's streams and in its outputs alike, whether printed from Python or writte
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from lambdas.executor.host.engine import Engine
-from lambdas.executor.settings import ExecutorSettings
 from lambdas.shared import limits
 from tests.functional.executor_helpers import checked, invocation
 
@@ -19,13 +18,6 @@ Run = Callable[..., dict[str, Any]]
 CAP = limits.MAX_STREAM_BYTES
 MARKER = re.compile(r"\n\[\.\.\. (\d+) bytes omitted \.\.\.\]\n")
 LINES = 300_000
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("executor"))))
-    yield engine
-    engine.shutdown()
 
 
 @pytest.fixture

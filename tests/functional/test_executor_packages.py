@@ -7,14 +7,13 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lambdas.executor.host.engine import Engine
-from lambdas.executor.settings import ExecutorSettings
 from tests.functional.executor_helpers import checked, invocation
 
 DIST = "lci-demo-pkg"
@@ -64,13 +63,6 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> str:
     }
     (root / "index.json").write_text(json.dumps(index))
     return Path(root).as_uri() + "/"
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("pkg-env"))))
-    yield engine
-    engine.shutdown()
 
 
 @pytest.fixture

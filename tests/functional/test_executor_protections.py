@@ -17,16 +17,8 @@ from typing import Any
 import pytest
 
 from lambdas.shared.models import ExecutorResponse
+from tests.conftest import EXECUTOR_PROTECTION_CHECKS as CHECKS
 from tests.conftest import REPO_ROOT, UnprivilegedUser
-
-CHECKS = {
-    "non_dumpable",
-    "rlimits",
-    "process_group_kill",
-    "pidfd",
-    "huge_pages",
-    "runtime_api_isolated",
-}
 
 
 @pytest.fixture

@@ -7,25 +7,16 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from lambdas.executor import handler, protocol
 from lambdas.executor.host.engine import Engine
-from lambdas.executor.settings import ExecutorSettings
 from tests.functional.executor_helpers import answered_within, checked, invocation
 
 Run = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    root = tmp_path_factory.mktemp("executor")
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(root)))
-    yield engine
-    engine.shutdown()
 
 
 @pytest.fixture

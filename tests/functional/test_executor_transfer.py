@@ -23,13 +23,6 @@ def s3(moto_server) -> Any:
     return client
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(ExecutorSettings(LCI_TMP_ROOT=str(tmp_path_factory.mktemp("shared-env"))))
-    yield engine
-    engine.shutdown()
-
-
 @pytest.fixture
 def new_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     engines: list[Engine] = []

@@ -91,6 +91,28 @@ class Synthesized:
         }
 
 
+def synth_variant(base: Path, **settings: Any) -> Synthesized:
+    """The stack synthesized from cdk.json's context with `settings` changed (a deploy variant),
+    in its own directory under `base`; cdk-nag must be clean here too."""
+    from aws_cdk import App
+
+    from infra.config import StackConfig
+    from infra.runtime_layers import read_layer_set
+    from infra.stack import build
+
+    (base / "deps" / "python").mkdir(parents=True)
+    app = App(outdir=str(base / "out"), context={**cdk_json_context(), **settings})
+    config = StackConfig.from_context(app.node)
+    build(
+        app,
+        config,
+        layer_set=read_layer_set(write_layer_build(base / "layers"), config.architecture),
+        api_dependencies_dir=base / "deps",
+    )
+    stack = app.synth().get_stack_by_name(config.stack_name)
+    return Synthesized(stack.template, base / "out", config.stack_name)
+
+
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     from aws_cdk import App

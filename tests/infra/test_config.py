@@ -15,6 +15,7 @@ from tests.infra.conftest import (
     Synthesized,
     cdk_json_context,
     layer_manifest,
+    synth_variant,
     write_layer_build,
 )
 
@@ -93,23 +94,9 @@ def test_api_dependencies_use_the_pins_of_requirements_txt(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def internet_mode(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    from aws_cdk import App
-
-    from infra.stack import build
-
-    base = tmp_path_factory.mktemp("internet")
-    (base / "deps" / "python").mkdir(parents=True)
-    context = {**cdk_json_context(), "networkMode": "internet", "stage": "web", "retainData": False}
-    app = App(outdir=str(base / "out"), context=context)
-    config = StackConfig.from_context(app.node)
-    build(
-        app,
-        config,
-        layer_set=read_layer_set(write_layer_build(base / "layers"), config.architecture),
-        api_dependencies_dir=base / "deps",
+    return synth_variant(
+        tmp_path_factory.mktemp("internet"), networkMode="internet", stage="web", retainData=False
     )
-    stack = app.synth().get_stack_by_name(config.stack_name)  # cdk-nag clean here too
-    return Synthesized(stack.template, base / "out", config.stack_name)
 
 
 def test_internet_mode_has_no_vpc_and_installs_from_pypi(internet_mode: Synthesized) -> None:

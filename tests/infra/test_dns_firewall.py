@@ -7,12 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aws_cdk import App
 
 from infra.config import StackConfig
-from infra.runtime_layers import read_layer_set
-from infra.stack import build
-from tests.infra.conftest import Synthesized, cdk_json_context, write_layer_build
+from tests.infra.conftest import Synthesized, cdk_json_context, synth_variant
 
 
 def _single(synthesized: Synthesized, resource_type: str) -> tuple[str, dict[str, Any]]:
@@ -68,19 +65,7 @@ def test_the_executor_vpc_resolves_only_the_buckets_regional_s3_host(
 
 @pytest.fixture(scope="module")
 def without_dns_firewall(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    base = tmp_path_factory.mktemp("nodnsfw")
-    (base / "deps" / "python").mkdir(parents=True)
-    context = {**cdk_json_context(), "dnsFirewall": False, "stage": "nofw"}
-    app = App(outdir=str(base / "out"), context=context)
-    config = StackConfig.from_context(app.node)
-    build(
-        app,
-        config,
-        layer_set=read_layer_set(write_layer_build(base / "layers"), config.architecture),
-        api_dependencies_dir=base / "deps",
-    )
-    stack = app.synth().get_stack_by_name(config.stack_name)  # cdk-nag clean here too
-    return Synthesized(stack.template, base / "out", config.stack_name)
+    return synth_variant(tmp_path_factory.mktemp("nodnsfw"), dnsFirewall=False, stage="nofw")
 
 
 def test_the_firewall_can_be_turned_off(without_dns_firewall: Synthesized) -> None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -382,19 +383,26 @@ def test_capped_buffer_keeps_only_the_cap() -> None:
     assert len(buffer.data) == 4 and buffer.truncated
 
 
-def test_an_oversized_result_is_trimmed_under_the_cap() -> None:
-    image = {"output_type": "display_data", "data": {"image/png": "i" * 5000}, "metadata": {}}
-    small = {"output_type": "display_data", "data": {"text/plain": "keep"}, "metadata": {}}
-    text = "\x00" * 3000  # JSON escapes each to six bytes
-    result = {
+def _result_with_stdout(text: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A worker's result for a cell that printed `text` and nothing else went wrong."""
+    return {
         "stdout": text,
         "stderr": "",
         "stdout_truncated": False,
         "stderr_truncated": False,
         "result": None,
-        "outputs": [image, small, {"output_type": "stream", "name": "stdout", "text": text}],
+        "outputs": outputs,
         "warnings": [],
     }
+
+
+def test_an_oversized_result_is_trimmed_under_the_cap() -> None:
+    image = {"output_type": "display_data", "data": {"image/png": "i" * 5000}, "metadata": {}}
+    small = {"output_type": "display_data", "data": {"text/plain": "keep"}, "metadata": {}}
+    text = "\x00" * 3000  # JSON escapes each to six bytes
+    result = _result_with_stdout(
+        text, [image, small, {"output_type": "stream", "name": "stdout", "text": text}]
+    )
     results.fit_result(result, cap=8000)
     assert results.json_size(result) <= 8000
     assert image["data"] == results.DROPPED_OUTPUT and small["data"] == {"text/plain": "keep"}
@@ -574,15 +582,7 @@ def test_fd_output_past_the_cap_keeps_the_captured_head_and_the_fd_tail() -> Non
 
 def test_an_oversized_result_keeps_the_end_of_its_streams() -> None:
     text = "".join(f"line {index}\n" for index in range(2000))
-    result = {
-        "stdout": text,
-        "stderr": "",
-        "stdout_truncated": False,
-        "stderr_truncated": False,
-        "result": None,
-        "outputs": [{"output_type": "stream", "name": "stdout", "text": text}],
-        "warnings": [],
-    }
+    result = _result_with_stdout(text, [{"output_type": "stream", "name": "stdout", "text": text}])
     results.fit_result(result, cap=6000)
     assert results.json_size(result) <= 6000
     assert result["stdout"].startswith("line 0\n") and result["stdout"].endswith("line 1999\n")

@@ -10,6 +10,7 @@ import pytest
 
 from local.events import HttpRequest, HttpResponse
 from local.http_server import MAX_REQUEST_BODY_BYTES, LocalHttpServer
+from tests.conftest import send_request_in_full
 
 
 class _CountingServer(LocalHttpServer):
@@ -70,12 +71,7 @@ def _exchange(port: int, request: bytes, body_bytes: int = 0) -> bytes:
     """Send a request (and `body_bytes` of body) in full before reading the whole answer, as
     a simple client does."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
-        raw.sendall(request)
-        chunk = b"a" * (1 << 20)
-        sent = 0
-        while sent < body_bytes:
-            raw.sendall(chunk[: body_bytes - sent])
-            sent += min(len(chunk), body_bytes - sent)
+        send_request_in_full(raw, request, body_bytes)
         raw.shutdown(socket.SHUT_WR)
         answer = b""
         while data := raw.recv(65536):

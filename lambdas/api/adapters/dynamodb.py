@@ -1,16 +1,18 @@
 """DynamoDB adapter: every read and write of the API's one table (`dynamodb_items.py` holds the
 key design, the item attributes and the mapping to the entities of `lambdas/api/domain.py`).
 
-A session run's lease is taken with one conditional write (exists, owned, not expired, not
-leased — or the previous lease has expired, so a crashed call cannot wedge a session) and given
-back by the run's commit, which is conditional on still holding it: two runs on one session
-never both commit.
-
-A finished run writes ONE TransactWriteItems: the session commit (lease release, state_version
-+ 1 if a snapshot was uploaded, execution_count, variables, sliding expiry), its notebook cell
-(same partition as the session, so one Query returns the notebook in order) and the execution
-record; then `UpdateItem ADD executions, compute_ms` on the usage counter (outside the
-transaction: all runs of a principal share that item).
+A run costs two requests on its critical path (issue 16). It starts with ONE
+TransactWriteItems (`start_run`): the session lease (exists, owned, not expired, not leased — or
+the previous lease has expired, so a crashed call cannot wedge a session — and unchanged since
+the caller's view of it), the running execution record and the Idempotency-Key claim, if any.
+The lease is given back by the run's commit, which is conditional on still holding it: two runs
+on one session never both commit. A finished run writes ONE TransactWriteItems (`commit_run`):
+the session commit (lease release, state_version + 1 if a snapshot was uploaded,
+execution_count, variables, sliding expiry), its notebook cell (same partition as the session,
+so one Query returns the notebook in order), the execution record and `ADD executions,
+compute_ms` on the usage counter. All runs of a principal share that counter, so concurrent
+commits can cancel each other on it (TransactionConflict): a commit that keeps losing that race
+is written without it and the usage added by its own UpdateItem.
 
 A running execution's record holds `lost_after` (a record still running after it is reported
 lost) and, for the Lambda background runner, its `job`, claimed once with `job_started`.
@@ -29,12 +31,11 @@ from typing import Any
 from tenacity import (
     Retrying,
     retry_if_not_exception_type,
-    retry_if_result,
     stop_after_attempt,
     wait_exponential,
-    wait_fixed,
 )
 
+from lambdas.api.adapters.dynamodb_client import TableOps, Wire
 from lambdas.api.adapters.dynamodb_items import (
     CELL_PREFIX,
     SESSION_PREFIX,
@@ -50,19 +51,19 @@ from lambdas.api.adapters.dynamodb_items import (
 from lambdas.api.domain import (
     ExecutionRecord,
     IdempotencyRecord,
+    LeaseClaim,
     NotebookCell,
     SessionCommit,
     SessionRecord,
     UsageDelta,
     UsageRecord,
 )
-from lambdas.api.ports import ConditionFailed
+from lambdas.api.ports import ConditionFailed, IdempotencyTaken, LeaseRefused
 from lambdas.shared.storage import TABLE_PARTITION_KEY as PK
 from lambdas.shared.storage import TABLE_SORT_KEY as SK
 from lambdas.shared.storage import TABLE_TTL_ATTRIBUTE as TTL
 
 _COMMIT_ATTEMPTS = 4
-_BATCH_ATTEMPTS = 8
 
 
 def _transaction_token(items: list[Any]) -> str:
@@ -71,98 +72,22 @@ def _transaction_token(items: list[Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:36]
 
 
-class _Wire:
-    """Python values <-> DynamoDB attribute values (what boto3's resource layer does, done here
-    because resources are not thread-safe and the API serves requests on several threads)."""
-
-    def __init__(self) -> None:
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-        self._serializer = TypeSerializer()
-        self._deserializer = TypeDeserializer()
-
-    def dump(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._serializer.serialize(v) for k, v in values.items()}
-
-    def load(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._deserializer.deserialize(v) for k, v in item.items()}
+_USAGE_UPDATE = "ADD executions :n, compute_ms :ms SET #ttl = :ttl"
 
 
-class _TableOps:
-    """The few Table operations the adapter uses, on the thread-safe low-level client."""
+def _usage_values(usage: UsageDelta) -> dict[str, Any]:
+    return {":n": usage.executions, ":ms": usage.compute_ms, ":ttl": usage.ttl}
 
-    def __init__(self, client: Any, name: str, wire: _Wire) -> None:
-        self._client = client
-        self._wire = wire
-        self.name = name
 
-    def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        args = {"TableName": self.name, **kwargs}
-        for field in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
-            if field in args:
-                args[field] = self._wire.dump(args[field])
-        return args
+def _equals_or_default(attribute: str, placeholder: str, value: int) -> str:
+    """`attribute = value`, where a missing attribute counts as its default 0."""
+    if value == 0:
+        return f"(attribute_not_exists({attribute}) OR {attribute} = {placeholder})"
+    return f"{attribute} = {placeholder}"
 
-    def get_item(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.get_item(**self._args(kwargs))
-        return {"Item": self._wire.load(response["Item"])} if "Item" in response else {}
 
-    def put_item(self, **kwargs: Any) -> None:
-        self._client.put_item(**self._args(kwargs))
-
-    def update_item(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.update_item(**self._args(kwargs))
-        return {"Attributes": self._wire.load(response.get("Attributes", {}))}
-
-    def delete_item(self, **kwargs: Any) -> None:
-        self._client.delete_item(**self._args(kwargs))
-
-    def query(self, **kwargs: Any) -> dict[str, Any]:
-        response = self._client.query(**self._args(kwargs))
-        page: dict[str, Any] = {"Items": [self._wire.load(i) for i in response.get("Items", [])]}
-        if "LastEvaluatedKey" in response:
-            page["LastEvaluatedKey"] = self._wire.load(response["LastEvaluatedKey"])
-        return page
-
-    def delete_keys(self, keys: list[dict[str, str]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
-        for start in range(0, len(keys), 25):
-            requests: Any = {
-                self.name: [
-                    {"DeleteRequest": {"Key": self._wire.dump(k)}} for k in keys[start : start + 25]
-                ]
-            }
-            self._write_batch(requests)
-
-    def put_items(self, items: list[dict[str, Any]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying unprocessed requests."""
-        for start in range(0, len(items), 25):
-            requests: Any = {
-                self.name: [
-                    {"PutRequest": {"Item": self._wire.dump(item)}}
-                    for item in items[start : start + 25]
-                ]
-            }
-            self._write_batch(requests)
-
-    def _write_batch(self, requests: Any) -> None:
-        """One BatchWriteItem, retried for its unprocessed requests (given up after a while)."""
-        pending = [requests]
-
-        def write_once() -> Any:
-            unprocessed = self._client.batch_write_item(RequestItems=pending[0]).get(
-                "UnprocessedItems"
-            )
-            if unprocessed:
-                pending[0] = unprocessed
-            return unprocessed
-
-        Retrying(
-            stop=stop_after_attempt(_BATCH_ATTEMPTS),
-            wait=wait_fixed(0.05),
-            retry=retry_if_result(bool),
-            retry_error_callback=lambda _: None,
-        )(write_once)
+class _UsageContended(Exception):
+    """A run's commit kept losing the race for its principal's usage counter."""
 
 
 class DynamoTable:
@@ -176,8 +101,8 @@ class DynamoTable:
         self._client = translate_unreachable(
             boto3.client("dynamodb", endpoint_url=endpoint_url or None)
         )
-        self._wire = _Wire()
-        self._table = _TableOps(self._client, table_name, self._wire)
+        self._wire = Wire()
+        self._table = TableOps(self._client, table_name, self._wire)
 
     # --- generic ------------------------------------------------------------------------------
 
@@ -229,22 +154,107 @@ class DynamoTable:
         item = self._get(session_key(session_id))
         return entity_from_item(SessionRecord, item) if item else None
 
-    def acquire_lease(
-        self, session_id: str, principal: str, lease_id: str, lease_expires_at: int, now: int
-    ) -> SessionRecord:
-        """Take the run lease of a live session owned by `principal`; returns the session.
-        ConditionFailed if it is missing, foreign, expired or leased by a run in flight."""
-        item = self._update(
-            session_key(session_id),
-            "SET lease_id = :lease, lease_expires_at = :lease_exp",
-            {":lease": lease_id, ":lease_exp": lease_expires_at, ":now": now, ":p": principal},
-            condition=(
+    def start_run(
+        self,
+        execution: ExecutionRecord,
+        *,
+        lease: LeaseClaim | None = None,
+        claim: IdempotencyRecord | None = None,
+    ) -> None:
+        """Record the running execution, with the session lease and the Idempotency-Key claim
+        when given, in ONE transaction (all or nothing). LeaseRefused: the lease condition
+        failed (with the item as it was); IdempotencyTaken: the key was claimed first."""
+        wire = self._wire.dump
+        table = self._table.name
+        items: list[Any] = []
+        refusals: list[type[ConditionFailed]] = []
+        if lease is not None:
+            values: dict[str, Any] = {
+                ":lease": lease.lease_id,
+                ":lease_exp": lease.lease_expires_at,
+                ":now": lease.now,
+                ":p": lease.principal,
+                ":count": lease.execution_count,
+                ":version": lease.state_version,
+            }
+            condition = (
                 "attribute_exists(#pk) AND principal = :p AND expires_at >= :now AND "
-                "(attribute_not_exists(lease_id) OR lease_expires_at < :now)"
-            ),
-            names={"#pk": PK},
+                "(attribute_not_exists(lease_id) OR lease_expires_at < :now) AND "
+                + _equals_or_default("execution_count", ":count", lease.execution_count)
+                + " AND "
+                + _equals_or_default("state_version", ":version", lease.state_version)
+            )
+            if not lease.has_files:  # a session without the flag may have files
+                condition += " AND has_files = :no_files"
+                values[":no_files"] = False
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": wire(session_key(lease.session_id)),
+                        "UpdateExpression": "SET lease_id = :lease, lease_expires_at = :lease_exp",
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": wire(values),
+                        "ExpressionAttributeNames": {"#pk": PK},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+            )
+            refusals.append(LeaseRefused)
+        items.append(
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": wire(
+                        {**execution_key(execution.execution_id), **item_attributes(execution)}
+                    ),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": PK},
+                }
+            }
         )
-        return entity_from_item(SessionRecord, item)
+        refusals.append(ConditionFailed)
+        if claim is not None:
+            claim_item = {
+                **idempotency_key(claim.principal, claim.key_hash),
+                **item_attributes(claim, in_key={"principal", "key_hash"}),
+            }
+            items.append(
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": wire(claim_item),
+                        "ConditionExpression": "attribute_not_exists(#pk)",
+                        "ExpressionAttributeNames": {"#pk": PK},
+                    }
+                }
+            )
+            refusals.append(IdempotencyTaken)
+        # A retry after a lost response is a no-op, not a second start (see commit_run).
+        token = _transaction_token(items)
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.02, min=0.02),
+                retry=retry_if_not_exception_type(
+                    self._client.exceptions.TransactionCanceledException
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            for refusal, reason in zip(refusals, reasons, strict=False):
+                if reason.get("Code") != "ConditionalCheckFailed":
+                    continue
+                if refusal is LeaseRefused:
+                    old = reason.get("Item")
+                    raise LeaseRefused(
+                        entity_from_item(SessionRecord, self._wire.load(dict(old))) if old else None
+                    ) from exc
+                raise refusal() from exc
+            raise
 
     def finish_run(self, commit: SessionCommit) -> None:
         """Release the lease, committing what the run produced, in one conditional write.
@@ -264,13 +274,27 @@ class DynamoTable:
         execution: ExecutionRecord,
         session: SessionCommit | None = None,
         cell: NotebookCell | None = None,
+        usage: UsageDelta | None = None,
     ) -> None:
         """What a finished run writes, in ONE transaction: the session commit (lease release,
-        version, count; conditional on still holding the lease), the notebook cell and the
-        execution record. ConditionFailed: the lease was lost and nothing was written.
+        version, count; conditional on still holding the lease), the notebook cell, the
+        execution record and its `usage`. ConditionFailed: the lease was lost and nothing was
+        written (the usage neither)."""
+        try:
+            self._commit_items(execution=execution, session=session, cell=cell, usage=usage)
+        except _UsageContended:
+            self._commit_items(execution=execution, session=session, cell=cell, usage=None)
+            if usage is not None:
+                self.add_usage(usage)
 
-        Usage counters are not part of it: every run of a principal adds to the same item, and
-        concurrent transactions on one item cancel each other (TransactionConflict)."""
+    def _commit_items(
+        self,
+        *,
+        execution: ExecutionRecord,
+        session: SessionCommit | None,
+        cell: NotebookCell | None,
+        usage: UsageDelta | None,
+    ) -> None:
         execution_id = execution.execution_id
         wire = self._wire.dump
         table = self._table.name
@@ -303,31 +327,52 @@ class DynamoTable:
                 }
             }
         )
+        if usage is not None:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": wire(usage_key(usage.principal, usage.period)),
+                        "UpdateExpression": _USAGE_UPDATE,
+                        "ExpressionAttributeValues": wire(_usage_values(usage)),
+                        "ExpressionAttributeNames": {"#ttl": TTL},
+                    }
+                }
+            )
         # The token makes a retry of this very transaction after a lost response a no-op
         # instead of a second commit. DynamoDB ties a token to its items for 10 minutes, so a
         # fallback commit of other items (lease lost, failure record) needs its own: the token
         # is a digest of the items.
         token = _transaction_token(items)
-        for attempt in Retrying(
-            stop=stop_after_attempt(_COMMIT_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.02, min=0.02),
-            retry=retry_if_not_exception_type(ConditionFailed),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    self._client.transact_write_items(TransactItems=items, ClientRequestToken=token)
-                except self._client.exceptions.TransactionCanceledException as exc:
-                    reasons = exc.response.get("CancellationReasons", [])
-                    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                        raise ConditionFailed from exc
-                    raise
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.02, min=0.02),
+                retry=retry_if_not_exception_type(ConditionFailed),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        self._client.transact_write_items(
+                            TransactItems=items, ClientRequestToken=token
+                        )
+                    except self._client.exceptions.TransactionCanceledException as exc:
+                        reasons = exc.response.get("CancellationReasons", [])
+                        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                            raise ConditionFailed from exc
+                        raise
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            # The usage counter is the last item; only it is shared with other runs.
+            if usage is not None and reasons and reasons[-1].get("Code") == "TransactionConflict":
+                raise _UsageContended from exc
+            raise
 
     def add_usage(self, usage: UsageDelta) -> None:
         self._update(
             usage_key(usage.principal, usage.period),
-            "ADD executions :n, compute_ms :ms SET #ttl = :ttl",
-            {":n": usage.executions, ":ms": usage.compute_ms, ":ttl": usage.ttl},
+            _USAGE_UPDATE,
+            _usage_values(usage),
             names={"#ttl": TTL},
         )
 
@@ -391,11 +436,6 @@ class DynamoTable:
 
     # --- executions ---------------------------------------------------------------------------
 
-    def put_execution(self, execution: ExecutionRecord) -> None:
-        self._table.put_item(
-            Item={**execution_key(execution.execution_id), **item_attributes(execution)}
-        )
-
     def create_execution(self, execution: ExecutionRecord) -> None:
         """Put the record unless one exists already (ConditionFailed then)."""
         self._put_new(execution_key(execution.execution_id), item_attributes(execution))
@@ -438,13 +478,6 @@ class DynamoTable:
         if not item:
             return None
         return entity_from_item(IdempotencyRecord, item, principal=principal, key_hash=key_hash)
-
-    def claim_idempotency(self, claim: IdempotencyRecord) -> None:
-        """Record which execution answers this key; ConditionFailed if already claimed."""
-        self._put_new(
-            idempotency_key(claim.principal, claim.key_hash),
-            item_attributes(claim, in_key={"principal", "key_hash"}),
-        )
 
     def delete_idempotency(self, principal: str, key_hash: str) -> None:
         self._table.delete_item(Key=idempotency_key(principal, key_hash))

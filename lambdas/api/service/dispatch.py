@@ -63,17 +63,24 @@ class Dispatcher:
         self._runs = runs
         self._inline = ThreadPoolExecutor(max_workers=256, thread_name_prefix="lci-inline")
 
+    def stores_job(self, job: Job) -> bool:
+        """Whether `job` runs in another invocation, which reads it from its running record
+        (`ExecutionRecords.start(with_job=...)`)."""
+        return self._deps.background.runs_remotely and self._in_background(job)
+
+    def _in_background(self, job: Job) -> bool:
+        remote = self._deps.background.runs_remotely
+        return not job.wait or (remote and not self._fits_inline(job))
+
     def start(self, job: Job) -> ExecuteOutcome:
-        job.created_at = self._deps.now()
+        """Dispatch `job`, whose running record `ExecutionRecords.start` wrote."""
         window_s = self._deps.settings.SYNC_WAIT_MS / 1000
         background = self._deps.background
         remote = background.runs_remotely
         accepted = ExecuteOutcome(
             accepted=ExecuteAccepted(execution_id=job.execution_id, session_id=job.session_id)
         )
-        if not job.wait or (remote and not self._fits_inline(job)):
-            # The background invocation reads the job from the record.
-            self._records.put_running(job, with_job=remote)
+        if self._in_background(job):
             try:
                 handle = background.submit(
                     job.execution_id,
@@ -87,11 +94,9 @@ class Dispatcher:
             return ExecuteOutcome(result=result) if result is not None else accepted
 
         caller = SyncCaller()
-        # Written while the invocation is built; awaited before the invoke.
-        recorded = self._runs.record_running(job)
 
         def run() -> ExecutionResult:
-            return self._runs.run_job(job, caller=caller, recorded=recorded)
+            return self._runs.run_job(job, caller=caller)
 
         running: BackgroundHandle = (
             _InlineRun(self._inline.submit(run))
@@ -106,13 +111,11 @@ class Dispatcher:
         if result is not None:
             return ExecuteOutcome(result=result)
         if caller.accept():
-            recorded.result()  # the id the caller gets must be readable
             return accepted
         # The run refused this caller just now (429 / 413): its error is on its way.
         result = running.wait(_REFUSAL_DELIVERY_SECONDS)
         if result is not None:
             return ExecuteOutcome(result=result)
-        recorded.result()
         return accepted
 
     def _fits_inline(self, job: Job) -> bool:

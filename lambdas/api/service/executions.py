@@ -2,8 +2,8 @@
 background runner's stored job) and the validation of a run request.
 
 A session run: validate (400/413) → replay if the Idempotency-Key is known (`idempotency.py`) →
-quota (429) → take the session lease with one conditional write (404 if missing/foreign/expired,
-409 if held) → claim the idempotency key → `dispatch.py` records the execution as running and
+quota (429, cached) → ONE transaction takes the session lease (404 if missing/foreign/expired,
+409 if held), records the execution as running and claims the idempotency key → `dispatch.py`
 dispatches it within the sync window (200 with the result, or 202 with its id at the window;
 `wait: false` → 202 at once) → `run.py` invokes the executor and commits what it produced in
 one transaction; a lease that is no longer ours commits nothing.
@@ -15,6 +15,7 @@ import base64
 import binascii
 import re
 
+from lambdas.api.domain import IdempotencyRecord, LeaseClaim, SessionRecord
 from lambdas.api.errors import (
     ExecutionNotFound,
     InvalidPath,
@@ -23,8 +24,14 @@ from lambdas.api.errors import (
     SessionBusy,
 )
 from lambdas.api.models import ExecuteRequest, InterruptAccepted, OneShotExecuteRequest
-from lambdas.api.ports import ConditionFailed
-from lambdas.api.service.common import Deps, load_json, new_id, validate_path
+from lambdas.api.ports import IdempotencyTaken, LeaseRefused
+from lambdas.api.service.common import (
+    IDEMPOTENCY_TTL_SECONDS,
+    Deps,
+    load_json,
+    new_id,
+    validate_path,
+)
 from lambdas.api.service.dispatch import Dispatcher, ExecuteOutcome
 from lambdas.api.service.idempotency import Idempotency
 from lambdas.api.service.live import LiveService
@@ -37,6 +44,22 @@ from lambdas.shared import limits
 from lambdas.shared.models import ExecutionResult, ExecutionStatus, InlineFile
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Lease attempts of one request: a stale view of the session is retried with the current one.
+_LEASE_ATTEMPTS = 3
+
+
+def _lease(job: Job, session: SessionRecord, lease_expires: int, now: float) -> LeaseClaim:
+    assert job.session_id and job.lease_id
+    return LeaseClaim(
+        session_id=job.session_id,
+        principal=job.principal,
+        lease_id=job.lease_id,
+        lease_expires_at=lease_expires,
+        now=int(now),
+        execution_count=session.execution_count,
+        state_version=session.state_version,
+        has_files=session.has_files,
+    )
 
 
 class ExecutionService:
@@ -76,40 +99,60 @@ class ExecutionService:
         now = self._deps.now()
         lease_id = new_id()
         lease_expires = int(now + timeout_ms / 1000 + limits.SESSION_LEASE_GRACE_SECONDS)
-        try:
-            # One conditional write checks existence, ownership, expiry and the lease.
-            session = self._deps.table.acquire_lease(
-                session_id, principal, lease_id, lease_expires, int(now)
+        views = self._records.sessions
+        session = views.get(session_id) or self._deps.table.get_session(session_id)
+        execution_id = new_id()
+        for _ in range(_LEASE_ATTEMPTS):
+            if session is None or session.principal != principal or not session.is_live(now):
+                self._sessions.load(principal, session_id)  # missing, foreign or expired: 404
+                raise SessionBusy()
+            if session.is_leased(now):
+                raise SessionBusy()
+            job = Job(
+                execution_id=execution_id,
+                principal=principal,
+                session_id=session_id,
+                lease_id=lease_id,
+                code=request.code,
+                timeout_ms=timeout_ms,
+                env=request.env,
+                packages=pinned,
+                execution_count=session.execution_count + 1,
+                state_version=session.state_version,
+                session_ttl_seconds=session.ttl_seconds,
+                wait=request.wait,
+                idempotency_key_hash=key_hash,
+                has_files=session.has_files,
+                created_at=now,
             )
-        except ConditionFailed:
-            self._sessions.load(principal, session_id)  # missing, foreign or expired: 404
-            raise SessionBusy() from None
-        job = Job(
-            execution_id=new_id(),
-            principal=principal,
-            session_id=session_id,
-            lease_id=lease_id,
-            code=request.code,
-            timeout_ms=timeout_ms,
-            env=request.env,
-            packages=pinned,
-            execution_count=session.execution_count + 1,
-            state_version=session.state_version,
-            session_ttl_seconds=session.ttl_seconds,
-            wait=request.wait,
-            idempotency_key_hash=key_hash,
-            has_files=session.has_files,
-        )
-        if key_hash:
             try:
-                self._idempotency.claim(principal, key_hash, request_hash, job.execution_id)
-            except ConditionFailed:
-                self._records.release(job)
-                replay = self._idempotency.replay(principal, key_hash, request_hash)
+                self._start(job, request_hash, lease=_lease(job, session, lease_expires, now))
+            except LeaseRefused as refused:
+                # A stale view of the session, or it is busy / gone: look at it as it is.
+                views.forget(session_id)
+                session = refused.session or self._deps.table.get_session(session_id)
+                continue
+            except IdempotencyTaken:
+                replay = self._idempotency.replay(principal, key_hash or "", request_hash)
                 if replay:
                     return replay
                 raise SessionBusy() from None
-        return self._dispatch.start(job)
+            views.remember(session)
+            return self._dispatch.start(job)
+        raise SessionBusy()
+
+    def _start(self, job: Job, request_hash: str, lease: LeaseClaim | None = None) -> None:
+        """Record `job` as running, with its lease and Idempotency-Key claim: one write."""
+        claim = None
+        if job.idempotency_key_hash:
+            claim = IdempotencyRecord(
+                principal=job.principal,
+                key_hash=job.idempotency_key_hash,
+                execution_id=job.execution_id,
+                request_hash=request_hash,
+                ttl=int(self._deps.now() + IDEMPOTENCY_TTL_SECONDS),
+            )
+        self._records.start(job, with_job=self._dispatch.stores_job(job), lease=lease, claim=claim)
 
     def execute_one_shot(
         self, principal: str, request: OneShotExecuteRequest, idempotency_key: str | None
@@ -132,15 +175,15 @@ class ExecutionService:
             inline_files=inline_files,
             wait=request.wait,
             idempotency_key_hash=key_hash,
+            created_at=self._deps.now(),
         )
-        if key_hash:
-            try:
-                self._idempotency.claim(principal, key_hash, request_hash, job.execution_id)
-            except ConditionFailed:
-                replay = self._idempotency.replay(principal, key_hash, request_hash)
-                if replay:
-                    return replay
-                raise InvalidRequest("the Idempotency-Key is being used concurrently") from None
+        try:
+            self._start(job, request_hash)
+        except IdempotencyTaken:
+            replay = self._idempotency.replay(principal, key_hash or "", request_hash)
+            if replay:
+                return replay
+            raise InvalidRequest("the Idempotency-Key is being used concurrently") from None
         return self._dispatch.start(job)
 
     def get(self, principal: str, execution_id: str) -> ExecutionResult:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from lambdas.api.domain import IdempotencyRecord
 from lambdas.api.errors import InvalidRequest
 from lambdas.api.models import ExecuteAccepted, ExecuteRequest
-from lambdas.api.service.common import IDEMPOTENCY_TTL_SECONDS, Deps
+from lambdas.api.service.common import Deps
 from lambdas.api.service.dispatch import ExecuteOutcome
 from lambdas.api.service.records import ExecutionRecords
 from lambdas.shared import limits
@@ -66,14 +65,3 @@ class Idempotency:
                 )
             )
         return ExecuteOutcome(result=result)
-
-    def claim(self, principal: str, key_hash: str, request_hash: str, execution_id: str) -> None:
-        self._deps.table.claim_idempotency(
-            IdempotencyRecord(
-                principal=principal,
-                key_hash=key_hash,
-                execution_id=execution_id,
-                request_hash=request_hash,
-                ttl=int(self._deps.now() + IDEMPOTENCY_TTL_SECONDS),
-            )
-        )

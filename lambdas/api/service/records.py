@@ -4,11 +4,19 @@ and giving a lease back without committing (what a run that never started leaves
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
+from cachetools import TTLCache
 from pydantic import BaseModel, Field
 
-from lambdas.api.domain import ExecutionRecord, SessionCommit
+from lambdas.api.domain import (
+    ExecutionRecord,
+    IdempotencyRecord,
+    LeaseClaim,
+    SessionCommit,
+    SessionRecord,
+)
 from lambdas.api.ports import ConditionFailed
 from lambdas.api.service.common import (
     EXECUTION_RECORD_TTL_SECONDS,
@@ -43,9 +51,59 @@ class Job(BaseModel):
     has_files: bool = True  # the session may have files (False: none was ever written)
 
 
+SESSION_VIEWS = 10_000  # sessions whose last committed state one process remembers
+SESSION_VIEW_SECONDS = 3600.0
+
+
+class SessionViews:
+    """What this process last knew of its sessions (count, version, files flag), so a warm run
+    takes its lease without reading the session first: the lease's condition checks that the
+    session is still so (`LeaseClaim`), and a stale view costs one read and a retry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._views: TTLCache[str, SessionRecord] = TTLCache(
+            maxsize=SESSION_VIEWS, ttl=SESSION_VIEW_SECONDS
+        )
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            return self._views.get(session_id)
+
+    def remember(self, session: SessionRecord) -> None:
+        with self._lock:
+            self._views[session.session_id] = session
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._views.pop(session_id, None)
+
+    def committed(self, job: Job, commit: SessionCommit) -> None:
+        """The run of `job` committed `commit`: the view it was built from moves on."""
+        assert job.session_id and job.execution_count is not None
+        with self._lock:
+            view = self._views.get(job.session_id)
+            if view is None or (view.execution_count, view.state_version) != (
+                job.execution_count - 1,
+                job.state_version,
+            ):
+                self._views.pop(job.session_id, None)
+                return
+            changes = {
+                name: getattr(commit, name)
+                for name in ("execution_count", "state_version", "variables", "has_files")
+                if getattr(commit, name) is not None
+            }
+            self._views[job.session_id] = view.model_copy(
+                update={**changes, "expires_at": commit.expires_at, "lease_id": None,
+                        "lease_expires_at": None}
+            )  # fmt: skip
+
+
 class ExecutionRecords:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self.sessions = SessionViews()
 
     def execution_record(self, job: Job, status: ExecutionStatus) -> ExecutionRecord:
         lost_after = None
@@ -66,22 +124,26 @@ class ExecutionRecords:
             lost_after=lost_after,
         )
 
-    def put_running(self, job: Job, *, with_job: bool) -> None:
-        """Record the execution as running (with its job for a background invocation); if that
-        fails the run never starts: the lease is given back and the error raised."""
+    def start(
+        self,
+        job: Job,
+        *,
+        with_job: bool,
+        lease: LeaseClaim | None = None,
+        claim: IdempotencyRecord | None = None,
+    ) -> None:
+        """Record the execution as running (with its job for a background invocation), taking
+        the session `lease` and the Idempotency-Key `claim` in the same write: all or nothing
+        (`Table.start_run`'s LeaseRefused / IdempotencyTaken)."""
         record = self.execution_record(job, ExecutionStatus.RUNNING)
-        try:
-            if with_job:
-                stored_job = store_json(
-                    self._deps,
-                    job.model_dump(mode="json"),
-                    execution_prefix(job.execution_id) + "job.json",
-                )
-                record = record.model_copy(update={"job": stored_job})
-            self._deps.table.put_execution(record)
-        except Exception:
-            self.release(job)
-            raise
+        if with_job:
+            stored_job = store_json(
+                self._deps,
+                job.model_dump(mode="json"),
+                execution_prefix(job.execution_id) + "job.json",
+            )
+            record = record.model_copy(update={"job": stored_job})
+        self._deps.table.start_run(record, lease=lease, claim=claim)
 
     def finished_result(self, execution_id: str) -> ExecutionResult | None:
         record = self._deps.table.get_execution(execution_id, consistent=True)
@@ -123,6 +185,7 @@ class ExecutionRecords:
     def release(self, job: Job) -> None:
         """Give the lease back without committing anything."""
         if job.session_id and job.lease_id:
+            self.sessions.forget(job.session_id)
             with contextlib.suppress(ConditionFailed):
                 # The run may have written files before it failed: list them next time.
                 self._deps.table.finish_run(self.session_commit(job, has_files=True))

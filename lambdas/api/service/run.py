@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lambdas.api.domain import NotebookCell, SessionCommit
@@ -82,23 +82,18 @@ class RunService:
         # thread-safe); this pool only ever waits on I/O.
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lci-io")
 
-    def record_running(self, job: Job) -> Future[None]:
-        """Record the execution as running, on the I/O pool (see `run_job`'s `recorded`)."""
-        return self._io.submit(self._records.put_running, job, with_job=False)
-
     def run_job(
         self,
         job: Job,
         *,
         caller: SyncCaller | None = None,
-        recorded: Future[None] | None = None,
     ) -> ExecutionResult:
         """Invoke the executor, commit, store the record and the notebook cell, count usage.
 
-        `recorded`: the write of the running record, awaited before the invoke (a failed one
-        raises: the run never starts). Whatever goes wrong later ends as an `error` result in
-        the record, except an invoke Lambda refused before anything ran (throttled:
-        RateLimited, over its request limit: PayloadTooLarge) while a sync `caller` still
+        The running record exists already (`ExecutionRecords.start`). Whatever goes wrong
+        later ends as an `error` result in the record, except an invoke Lambda refused before
+        anything ran (throttled: RateLimited, over its request limit: PayloadTooLarge) while a
+        sync `caller` still
         waits: then the run is undone without a trace (lease, record, idempotency claim) and
         the error propagates (429, 413); and storage that cannot be reached to record the
         finished run (ServiceUnavailable, a 503).
@@ -111,8 +106,6 @@ class RunService:
             invocation, unsynced_files = self._invocation(job)
         except Exception:
             logger.exception("preparing execution %s failed", job.execution_id)
-        if recorded is not None:
-            recorded.result()  # raises if the run could not be recorded: it never starts
         try:
             response = (
                 self._deps.executor.invoke(invocation)
@@ -139,7 +132,8 @@ class RunService:
             result = failed_response(_minimal_invocation(job), "internal error").result
             try:
                 self._records.release(job)
-                self._commit(job, result, compute_ms, count_usage=False)
+                # The run's commit did not go through, its usage with it: count it here.
+                self._commit(job, result, compute_ms)
             except Exception:
                 logger.exception("recording the failure of execution %s failed", job.execution_id)
             return result
@@ -190,12 +184,16 @@ class RunService:
                 spilled=spilled,
             )
         except ConditionFailed:
+            self._records.sessions.forget(job.session_id)
             if may_have_written:
                 self._deps.table.mark_has_files(job.session_id)
             result.warnings.append(
                 "the session's lease expired before this run finished; its state was not saved"
             )
-            self._commit(job, result, compute_ms, count_usage=False, spilled=spilled)
+            # Nothing of the first commit was written, its usage neither.
+            self._commit(job, result, compute_ms, spilled=spilled)
+            return result
+        self._records.sessions.committed(job, session)
         return result
 
     def _spill(self, job: Job, result: ExecutionResult) -> dict[str, str]:
@@ -231,13 +229,11 @@ class RunService:
         *,
         session: SessionCommit | None = None,
         cell_outputs: list[dict[str, Any]] | None = None,
-        count_usage: bool = True,
         spilled: dict[str, str] | None = None,
     ) -> None:
-        """Write the finished run: record and, for a session, its commit and notebook cell
-        (`cell_outputs`: every output, also those the response links) in one transaction; and
-        count its usage (`count_usage=False` when a retry of this write follows a first
-        attempt that counted it already). `spilled`: where the linked parts are stored."""
+        """Write the finished run in one transaction: record, usage and, for a session, its
+        commit and notebook cell (`cell_outputs`: every output, also those the response
+        links). `spilled`: where the linked parts are stored."""
         now = self._deps.now()
         stored_result = store_json(
             self._deps,
@@ -253,18 +249,9 @@ class RunService:
             }
         )
         cell = self._cell(job, cell_outputs) if cell_outputs is not None else None
-        # Usage is its own item (see DynamoTable.commit_run): written alongside, awaited.
-        counted = (
-            self._io.submit(self._usage.record, job.principal, compute_ms) if count_usage else None
-        )
-        try:
-            self._deps.table.commit_run(execution=execution, session=session, cell=cell)
-        finally:
-            if counted is not None:
-                try:
-                    counted.result()
-                except Exception:  # the run's result matters more than its accounting
-                    logger.exception("counting usage of execution %s failed", job.execution_id)
+        usage = self._usage.delta(job.principal, compute_ms)
+        self._deps.table.commit_run(execution=execution, session=session, cell=cell, usage=usage)
+        self._usage.note(job.principal, compute_ms)
 
     def _presign_output_files(self, job: Job, result: ExecutionResult) -> None:
         prefix = (

@@ -62,21 +62,19 @@ class UsageService:
                 details={"period": usage.period, "exceeded": over},
             )
 
-    def record(self, principal: str, compute_ms: int) -> None:
-        """Count one finished run (compute time as measured by the API around the executor)."""
+    def delta(self, principal: str, compute_ms: int) -> UsageDelta:
+        """What one finished run adds (compute time as measured by the API around the
+        executor); the run's commit writes it, then `note`s it."""
         now = self._deps.now()
-        self._deps.table.add_usage(
-            UsageDelta(
-                principal=principal,
-                period=usage_period(now),
-                executions=1,
-                compute_ms=max(0, int(compute_ms)),
-                ttl=int(now + USAGE_RECORD_TTL_SECONDS),
-            )
+        return UsageDelta(
+            principal=principal,
+            period=usage_period(now),
+            executions=1,
+            compute_ms=max(0, int(compute_ms)),
+            ttl=int(now + USAGE_RECORD_TTL_SECONDS),
         )
-        self._note(principal, compute_ms)
 
-    def _note(self, principal: str, compute_ms: int) -> None:
+    def note(self, principal: str, compute_ms: int) -> None:
         """Apply a run's increment to the cached counters of this process."""
         with self._lock:
             cached = self._cache.get(principal)

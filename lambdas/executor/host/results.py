@@ -329,38 +329,33 @@ def failure_response(
     execution_id: str, session_id: str | None, name: str, message: str, started: float
 ) -> dict[str, Any]:
     """A response for a run that never reached a worker: one error, nothing saved."""
-    result = frames.Cell.failed(name, message).model_dump()
-    result.update(
-        {
-            "execution_id": execution_id,
-            "session_id": session_id,
-            "success": False,
-            "execution_count": None,
-            "files": [],
-            "duration_ms": int((time.perf_counter() - started) * 1000),
-            **API_FILLED_RESULT_FIELDS,
-        }
-    )
-    return {
-        "result": result,
-        "state": frames.StateReport().model_dump(),
-        "cold_start": False,
-        "worker_restored": False,
-        "diagnostics": None,
-    }
+    cell = frames.Cell.failed(name, message)
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    return _response_without_run(cell, execution_id, session_id, False, duration_ms, None)
 
 
 def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dict[str, Any]:
     """The answer to a diagnostics invocation: the protections report, nothing run."""
-    result = frames.Cell().model_dump()
+    return _response_without_run(frames.Cell(), inv.execution_id, inv.session_id, True, 0, report)
+
+
+def _response_without_run(
+    cell: frames.Cell,
+    execution_id: str,
+    session_id: str | None,
+    success: bool,
+    duration_ms: int,
+    diagnostics: dict[str, Any] | None,
+) -> dict[str, Any]:
+    result = cell.model_dump()
     result.update(
         {
-            "execution_id": inv.execution_id,
-            "session_id": inv.session_id,
-            "success": True,
+            "execution_id": execution_id,
+            "session_id": session_id,
+            "success": success,
             "execution_count": None,
             "files": [],
-            "duration_ms": 0,
+            "duration_ms": duration_ms,
             **API_FILLED_RESULT_FIELDS,
         }
     )
@@ -369,7 +364,7 @@ def diagnostics_response(inv: ExecutorInvocation, report: dict[str, Any]) -> dic
         "state": frames.StateReport().model_dump(),
         "cold_start": False,
         "worker_restored": False,
-        "diagnostics": report,
+        "diagnostics": diagnostics,
     }
 
 

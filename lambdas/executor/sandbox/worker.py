@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
-import resource
 import signal
 import socket
 from typing import Any, NoReturn, cast
@@ -25,6 +23,7 @@ from typing import Any, NoReturn, cast
 from lambdas.executor import protocol
 from lambdas.executor.sandbox import capture as cell_capture
 from lambdas.executor.sandbox import (
+    confinement,
     hygiene,
     kernel,
     packages,
@@ -34,105 +33,8 @@ from lambdas.executor.sandbox import (
 )
 from lambdas.shared import limits
 
-# Variables kept from the zygote's (already scrubbed) environment; everything else goes.
-KEPT_ENV_VARS = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "LD_LIBRARY_PATH",
-    "PYTHONPATH",
-    "MPLCONFIGDIR",
-    "IPYTHONDIR",
-    "MPLBACKEND",
-    "OPENBLAS_NUM_THREADS",
-)
 MAX_REPORTED_VARIABLES = 500
 INVOCATION_FRAME_BYTES = 16 * 1024 * 1024  # code + inline files (≤ 4 MiB base64) + URLs
-
-
-def scrub_environment(home: str) -> None:
-    kept = {name: os.environ[name] for name in KEPT_ENV_VARS if name in os.environ}
-    os.environ.clear()
-    os.environ.update(kept)
-    os.environ["HOME"] = home
-
-
-def _count_tasks_of_uid(uid: int) -> int:
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry}/task"))
-        except OSError:
-            continue
-    return count
-
-
-def apply_rlimits(spec: dict[str, Any]) -> None:
-    """Sandbox rlimits (SPEC invariant 4). Hard limits are lowered once and cannot come back."""
-    memory = spec["memory_mb"] * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (spec["file_size_bytes"], spec["file_size_bytes"]))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (spec["open_files"], spec["open_files"]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    uid = os.getuid()
-    if uid != 0:  # root is exempt from RLIMIT_NPROC anyway; counting costs a /proc scan
-        allowed = _count_tasks_of_uid(uid) + spec["extra_processes"]
-        resource.setrlimit(resource.RLIMIT_NPROC, (allowed, allowed))
-
-
-def reset_cpu_limit(cpu_seconds: int) -> None:
-    """RLIMIT_CPU counts from process start: move the soft limit to `used + cpu_seconds`.
-    The hard limit stays open so later cells can move it again; the wall clock is the backstop."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = math.ceil(usage.ru_utime + usage.ru_stime) + cpu_seconds
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-
-
-def _reap_children() -> set[int]:
-    """Collect zombies of processes the parent killed after the previous cell."""
-    reaped: set[int] = set()
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return reaped
-        if pid == 0:
-            return reaped
-        reaped.add(pid)
-
-
-def _interrupt_outside_cell(signum: int, frame: Any) -> None:
-    """SIGINT between cells (transfers, saving) is dropped: the parent asks again while the
-    cell it meant still runs."""
-
-
-def _accept_interrupts(accept: bool) -> None:
-    """SIGINT from the parent (an interrupt requested through the API) reaches a running cell as
-    KeyboardInterrupt, as in Jupyter (Python's own handler: no frame of ours in the traceback);
-    the cell fails and its namespace is kept and saved. A handler the cell set stays."""
-    current = signal.getsignal(signal.SIGINT)
-    if accept and current is _interrupt_outside_cell:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    elif not accept and current is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt_outside_cell)
-
-
-def _stop_accepting_interrupts() -> None:
-    """After the cell: an interrupt that arrives while the handler is swapped back is the
-    cell's (raised here, dropped), never the saving's."""
-    while True:
-        try:
-            _accept_interrupts(False)
-            return
-        except KeyboardInterrupt:
-            continue
 
 
 class PackageError(Exception):
@@ -244,11 +146,11 @@ class Worker:
         self.package_cache = request["package_cache"]
         os.makedirs(self.workspace, mode=0o700, exist_ok=True)
         os.chdir(self.workspace)
-        scrub_environment(self.workspace)
+        confinement.scrub_environment(self.workspace)
         inv = request["inv"]
         spec = inv["limits"]
         self.memory_mb = spec["memory_mb"]
-        apply_rlimits(spec)
+        confinement.apply_rlimits(spec)
         self.guard.remember_rlimits()
         wheelhouse = inv.get("wheelhouse") or {}
         try:
@@ -279,7 +181,7 @@ class Worker:
         if not self.sandboxed:
             self.one_shot = request["one_shot"]
             self._enter_sandbox(request)
-        hygiene.forget_killed_helpers(_reap_children())
+        hygiene.forget_killed_helpers(confinement.reap_children())
         warnings: list[str] = []
         restored = False
         try:
@@ -395,13 +297,13 @@ class Worker:
         self.guard.before_cell()
         signal.signal(signal.SIGUSR1, self.send_partial)  # the cell may have taken it over
         try:
-            reset_cpu_limit(spec["cpu_seconds"])
+            confinement.reset_cpu_limit(spec["cpu_seconds"])
             self.in_cell = True
             try:
-                _accept_interrupts(True)
+                confinement.accept_interrupts(True)
                 kernel.run_cell(self.shell, inv["code"], inv["execution_count"])
             finally:
-                _stop_accepting_interrupts()
+                confinement.stop_accepting_interrupts()
         except MemoryError:
             capture.memory_error = True
             capture.set_error("MemoryError", "", [])
@@ -545,7 +447,7 @@ def serve(
     worker = Worker(sock, shell, mirror)
     signal.signal(signal.SIGUSR1, worker.send_partial)
     os.register_at_fork(after_in_child=worker.forked_by_user_code)
-    signal.signal(signal.SIGINT, _interrupt_outside_cell)
+    signal.signal(signal.SIGINT, confinement.interrupt_outside_cell)
     if warm:
         # A spare worker forked ahead of need: pay the first-cell costs (copy-on-write page
         # faults in the shell's machinery) now, while nobody waits for it.
