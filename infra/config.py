@@ -1,7 +1,7 @@
 """Deploy-time configuration: CDK context (cdk.json or `-c key=value`) as one pydantic model.
 
 Every key has a default, so an empty context deploys a working `dev` stage. Values given on the
-command line arrive as strings; pydantic coerces them. The README's Deploy section lists the keys.
+command line arrive as strings; pydantic coerces them. docs/deploy.md (Settings) lists the keys.
 """
 
 from __future__ import annotations

@@ -161,7 +161,11 @@ ERROR_REGISTRY: dict[type[ApiError], tuple[int, str]] = {
 
 
 def status_and_code(error: ApiError) -> tuple[int, str]:
-    for cls in type(error).__mro__:
+    return registered_status_and_code(type(error))
+
+
+def registered_status_and_code(error_type: type[ApiError]) -> tuple[int, str]:
+    for cls in error_type.__mro__:
         if cls in ERROR_REGISTRY:
             return ERROR_REGISTRY[cls]  # type: ignore[index]
     return ERROR_REGISTRY[InternalError]

@@ -118,6 +118,12 @@ class Fuzzer:
 
 
 @pytest.mark.local_only
+@pytest.mark.attack(
+    "API edge",
+    "schemathesis on every operation of `/v1/openapi.json`: requests that fit it and requests "
+    "that do not",
+    "no 5xx; every 4xx in the JSON error shape with no host path",
+)
 def test_schemathesis_finds_no_5xx_and_only_json_errors(local_stack: TargetStack) -> None:
     schema = schemathesis.openapi.from_url(f"{local_stack.endpoint}/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]

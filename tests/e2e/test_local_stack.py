@@ -81,6 +81,12 @@ def test_png_chart_written_by_code_is_downloaded_through_its_presigned_url(clien
 
 
 @pytest.mark.local_only
+@pytest.mark.attack(
+    "tenant isolation",
+    "another API key reads, runs in, lists, downloads, exports or deletes a session; an unknown "
+    "key creates one",
+    "404 for each (403 for the unknown key); the owner keeps everything",
+)
 def test_two_keys_never_see_each_others_sessions(local_stack, client):
     session = client.create_session()
     client.upload_file(session.session_id, b"secret", "secret.txt")
@@ -105,6 +111,12 @@ def test_two_keys_never_see_each_others_sessions(local_stack, client):
 
 @pytest.mark.local_only
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-environment uids need root")
+@pytest.mark.attack(
+    "tenant isolation",
+    "code in one session reads another session's `/tmp` and workspace files and signals its "
+    "worker (local stack as root)",
+    "denied: each environment has its own uid and a private `/tmp`",
+)
 def test_environments_cannot_read_each_others_files_or_signal_each_others_processes(
     local_stack, client
 ):

@@ -32,6 +32,12 @@ def _s3_code(response: httpx.Response) -> str:
     return response.text.split("<Code>")[1].split("</Code>")[0]
 
 
+@pytest.mark.attack(
+    "presigned URLs",
+    "a tampered download signature; an upload over its granted size; a form field the policy does "
+    "not cover",
+    "403 `SignatureDoesNotMatch`, 400 `EntityTooLarge`, 403 `AccessDenied`, as S3 answers",
+)
 def test_presigned_downloads_and_upload_forms_from_the_api_are_verified_like_s3(
     local_stack, client
 ):

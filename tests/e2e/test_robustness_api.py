@@ -24,6 +24,11 @@ pytestmark = pytest.mark.e2e
 # -- errors (issue 11 item 7, API side) -----------------------------------------------------
 
 
+@pytest.mark.attack(
+    "API edge",
+    "a 20 MB request body",
+    "413 `PAYLOAD_TOO_LARGE` in the JSON shape, also to a client that sends it all first",
+)
 def test_a_20_mb_body_gets_413_payload_too_large_in_the_json_shape(local_stack: TargetStack):
     size = 20 * 1024 * 1024
     head = (
@@ -55,6 +60,11 @@ def test_a_20_mb_body_gets_413_payload_too_large_in_the_json_shape(local_stack: 
         ("POST", "/v1/health", "GET"),
     ],
 )
+@pytest.mark.attack(
+    "API edge",
+    "a wrong method on a known path",
+    "405 `METHOD_NOT_ALLOWED` with `Allow`",
+)
 def test_a_wrong_method_on_a_known_path_is_405_with_allow(
     local_stack: TargetStack, method: str, path: str, allow: str
 ):
@@ -70,6 +80,12 @@ def test_a_wrong_method_on_a_known_path_is_405_with_allow(
     "path", ["/v1/sessions", "/v1/nothing", "/nothing", "/v1/sessions/x/files/a"]
 )
 @pytest.mark.parametrize("key", [None, "not-a-key"])
+@pytest.mark.attack(
+    "API edge",
+    "no key or an unknown key, on known and unknown paths",
+    "403 `FORBIDDEN` everywhere but the public `/`, `/v1/health` and `/v1/openapi.json`: "
+    "nothing learned about routes",
+)
 def test_a_missing_or_unknown_key_is_403_forbidden_on_every_path_but_the_public_ones(
     local_stack: TargetStack, path: str, key: str | None
 ):
@@ -79,6 +95,11 @@ def test_a_missing_or_unknown_key_is_403_forbidden_on_every_path_but_the_public_
     assert httpx.get(local_stack.endpoint + "/v1/health", headers=headers).status_code == 200
 
 
+@pytest.mark.attack(
+    "API edge",
+    "an unknown path with a valid key",
+    "404 `NOT_FOUND` in the JSON shape",
+)
 def test_an_unknown_path_with_a_valid_key_is_404(local_stack: TargetStack):
     for path in ("/v1/nothing", "/nothing", "/v2/sessions"):
         response = httpx.get(
@@ -105,6 +126,12 @@ def test_an_unknown_path_with_a_valid_key_is_404(local_stack: TargetStack):
     ],
 )  # fmt: skip
 @pytest.mark.local_only  # what reaches API Gateway's own front differs
+@pytest.mark.attack(
+    "API edge",
+    "bodies that are not UTF-8 or not JSON, lone surrogates, 200,000-deep nesting, unknown "
+    "methods and HTTP versions, a bad Content-Length",
+    "a JSON error with the right status and no host path",
+)
 def test_malformed_requests_get_json_errors_with_no_host_paths(
     local_stack: TargetStack, raw: bytes, status: int, code: str
 ):
@@ -128,6 +155,11 @@ def _run(client, code: str, session_id: str):
     return result
 
 
+@pytest.mark.fault(
+    "session files",
+    "a file deleted through the API while the session's worker is live",
+    "gone from the next run's working directory",
+)
 def test_a_deleted_file_is_gone_from_the_live_workers_workspace(client):
     session = client.create_session().session_id
     wrote = _run(client, "open('out.csv', 'w').write('a,b\\n1,2\\n')", session)
@@ -142,6 +174,11 @@ def test_a_deleted_file_is_gone_from_the_live_workers_workspace(client):
     assert _run(client, "os.path.exists('fresh.txt')", session).text == "False"
 
 
+@pytest.mark.fault(
+    "session files",
+    "a file replaced through the API with as many bytes, while the worker is live",
+    "the next run reads the new content",
+)
 def test_a_replaced_file_has_its_new_content_even_at_the_same_size(client):
     session = client.create_session().session_id
     client.upload_file(session, b"v1 content", "data/in.txt")
@@ -154,6 +191,11 @@ def test_a_replaced_file_has_its_new_content_even_at_the_same_size(client):
     assert _run(client, "open('w.txt').read()", session).text == "'BBBB'"
 
 
+@pytest.mark.fault(
+    "session files",
+    "a file uploaded while the session's worker is live",
+    "the next run finds it, variables kept",
+)
 def test_an_uploaded_file_appears_in_the_live_workers_workspace(client):
     session = client.create_session().session_id
     _run(client, "import os\nx = 1", session)
@@ -165,6 +207,11 @@ def test_an_uploaded_file_appears_in_the_live_workers_workspace(client):
 # -- load: nothing committed is lost (issue 11: load) ----------------------------------------
 
 
+@pytest.mark.fault(
+    "load",
+    "4 sessions running cells at once for 3 s",
+    "no error, no committed run lost or run twice",
+)
 def test_a_short_load_loses_no_committed_run(local_stack: TargetStack):
     """`python -m benchmarks.e2e`'s load run, short: 4 sessions x 3 s; every session's final
     counter equals the runs its client saw committed."""

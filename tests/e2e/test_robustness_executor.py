@@ -45,6 +45,12 @@ def no_host_internals(*texts: str) -> None:
             assert marker not in text, f"{marker!r} leaked into {text!r}"
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "`sleep(300)` and a busy loop with `timeout_ms` 3000 in a warm session with saved state and "
+    "files",
+    "timeout after 3 s (+2 s at most); the variables come back from the last commit",
+)
 def test_a_warm_session_with_saved_state_times_out_at_its_own_timeout(client: Client) -> None:
     session = client.create_session().session_id
     client.upload_file(session, b"a,b\n1,2\n", "in.csv")  # files to sync on every run too
@@ -60,6 +66,11 @@ def test_a_warm_session_with_saved_state_times_out_at_its_own_timeout(client: Cl
     assert back.text == "42", back.raw
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "a 45 s sleep under the default 30 s timeout, past the sync window",
+    "202, polled to a timeout at 30 s; the code never ran to its end",
+)
 def test_the_default_timeout_holds_in_a_warm_session(client: Client) -> None:
     session = client.create_session().session_id
     assert client.execute("kept = 1", session_id=session).success
@@ -71,6 +82,11 @@ def test_the_default_timeout_holds_in_a_warm_session(client: Client) -> None:
     assert "30000 ms" in (result.error.value if result.error else "")
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "`os.fork()` whose child returns from the cell, through the API",
+    "only the worker answers; later runs are right",
+)
 def test_a_forked_child_that_returns_from_the_cell_never_answers_for_the_worker(
     client: Client,
 ) -> None:
@@ -90,6 +106,11 @@ def test_a_forked_child_that_returns_from_the_cell_never_answers_for_the_worker(
             assert result.success and result.text == expected, result.raw
 
 
+@pytest.mark.attack(
+    "output",
+    "display data JSON cannot encode: a PIL image, raw PNG bytes, numpy scalars in metadata",
+    "encoded as ipykernel does (base64, cleaned metadata); the worker and its variables live",
+)
 def test_display_data_json_cannot_encode_never_kills_the_worker(client: Client) -> None:
     session = client.create_session().session_id
     assert client.execute("kept = 'still here'", session_id=session).success
@@ -125,6 +146,11 @@ def test_display_data_json_cannot_encode_never_kills_the_worker(client: Client) 
     assert after.text == "'still here'", after.raw  # the same worker: nothing was lost
 
 
+@pytest.mark.attack(
+    "error messages",
+    "`%pip install torch`, `import torch`, `!pip install requests==1.0`",
+    "a short error naming the package and `GET /v1/packages`, no host path or frame",
+)
 def test_package_refusals_are_short_and_in_the_users_words(client: Client) -> None:
     session = client.create_session().session_id
     for code in ("%pip install torch", "import torch"):
@@ -141,6 +167,11 @@ def test_package_refusals_are_short_and_in_the_users_words(client: Client) -> No
     no_host_internals(pinned.error.value, *pinned.error.traceback)
 
 
+@pytest.mark.attack(
+    "error messages",
+    "a syntax error; a one-shot run that times out",
+    "`SyntaxError`; the timeout says nothing of a session",
+)
 def test_error_names_and_messages_say_what_happened(client: Client) -> None:
     syntax = one_true_answer(client.execute("print("))
     assert syntax.error is not None and syntax.error.name == "SyntaxError", syntax.raw
@@ -151,6 +182,12 @@ def test_error_names_and_messages_say_what_happened(client: Client) -> None:
 
 
 @pytest.mark.local_only
+@pytest.mark.attack(
+    "process hygiene",
+    "`os.kill(-1, SIGKILL)`: every process of the environment's uid",
+    "not preventable within one uid: one clear error, then the session back from its last commit "
+    "in a new environment",
+)
 def test_a_cell_that_kills_every_process_of_its_uid_gets_one_clear_answer(client: Client) -> None:
     # Not preventable inside one uid (Lambda gives the runtime and user code the same one):
     # kill(-1) takes the whole environment down. The run still gets one clear answer, and the

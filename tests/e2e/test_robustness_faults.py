@@ -82,6 +82,11 @@ def wait_finished(client, execution_id: str, timeout: float = 120):
 
 
 @pytest.mark.parametrize("timeout_ms", [1000, 30_000], ids=["inline", "background"])
+@pytest.mark.fault(
+    "executor environment",
+    "the session's environment frozen (SIGSTOP) mid-run, inline and background runs",
+    "202 within the sync window + 1 s; the run finishes once it resumes and frees the lease",
+)
 def test_the_sync_window_holds_while_the_environment_hangs(fault_client, timeout_ms):
     """SIGSTOP the session's environment: a sync execute still answers 202 within the window
     (+1 s), whether the run was invoked inline (fits the window) or in the background; once
@@ -120,6 +125,11 @@ def test_the_sync_window_holds_while_the_environment_hangs(fault_client, timeout
     assert fault_client.execute("x", session_id=session).text == "42"
 
 
+@pytest.mark.fault(
+    "executor environment",
+    "the environment's whole process tree killed mid-run",
+    "a clear error naming the environment, no host path; the next run has the last committed state",
+)
 def test_an_environment_killed_mid_run_gives_a_clear_error_and_the_last_committed_state(
     fault_client,
 ):
@@ -147,6 +157,11 @@ def test_an_environment_killed_mid_run_gives_a_clear_error_and_the_last_committe
     assert fault_client.execute("x + 1", session_id=session).text == "42"
 
 
+@pytest.mark.fault(
+    "storage",
+    "S3 + DynamoDB (moto) stopped, then restarted on its port",
+    "503 `SERVICE_UNAVAILABLE` JSON errors at once; nothing committed lost",
+)
 def test_storage_stopped_and_restarted_under_the_stack(fault_stack, fault_client):
     """moto (S3 + DynamoDB) goes away: clear 503 SERVICE_UNAVAILABLE JSON errors, quickly;
     it comes back on the same port: everything committed before is still there."""
@@ -180,6 +195,11 @@ def test_storage_stopped_and_restarted_under_the_stack(fault_stack, fault_client
     assert fault_client.execute("1 + 1").text == "2"
 
 
+@pytest.mark.fault(
+    "concurrency",
+    "two executes on one session at once",
+    "one 200, one 409 `SESSION_BUSY`; one run counted",
+)
 def test_two_concurrent_executes_on_one_session_one_gets_409(fault_stack, fault_client):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -202,6 +222,11 @@ def test_two_concurrent_executes_on_one_session_one_gets_409(fault_stack, fault_
     assert fault_client.get_session(session).execution_count == 2
 
 
+@pytest.mark.fault(
+    "concurrency",
+    "the same execute with the same `Idempotency-Key`, three at once and once more after",
+    "one execution id; the code ran once",
+)
 def test_a_retried_request_with_the_same_idempotency_key_runs_once(fault_stack, fault_client):
     from concurrent.futures import ThreadPoolExecutor
 

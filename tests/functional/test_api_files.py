@@ -83,6 +83,11 @@ def test_upload_list_download_delete(api: ApiClient) -> None:
     "path",
     ["../etc/passwd", "/abs.txt", "a/../../b", "a\x00b", "", "dir/", "x" * 600, "a\\b", "."],
 )
+@pytest.mark.attack(
+    "presigned URLs",
+    "upload paths with `..`, absolute, NUL, backslashes, too long, naming no file",
+    "400 `INVALID_PATH`: no form outside the session's prefix",
+)
 def test_invalid_paths_are_400(api: ApiClient, path: str) -> None:
     sid = api.new_session()
     response = api.post(f"/v1/sessions/{sid}/files", {"path": path})
@@ -113,6 +118,11 @@ def test_upload_over_the_limit_is_413(api: ApiClient) -> None:
     assert ["content-length-range", 0, 1000] in _policy(ok.json()["upload"]["fields"])["conditions"]
 
 
+@pytest.mark.attack(
+    "tenant isolation",
+    "another API key lists, reads, deletes or uploads a session's files",
+    "404 `SESSION_NOT_FOUND`",
+)
 def test_other_principal_gets_404_for_files(api: ApiClient, other_api: ApiClient) -> None:
     sid = api.new_session()
     _upload(api, sid, "secret.txt", b"mine")

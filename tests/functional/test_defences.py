@@ -198,6 +198,11 @@ def test_a_failure_below_routing_is_a_bare_internal_error(wired: None, event: An
     assert json.loads(raw["body"]) == GENERIC_500
 
 
+@pytest.mark.attack(
+    "error messages",
+    "a service that raises with internals in its message",
+    "a bare 500 `INTERNAL`; the detail only in the log",
+)
 def test_a_failing_service_is_a_bare_internal_error(
     wired: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,6 +263,11 @@ def denied_lambda(aws: None, catalog: Any, monkeypatch: pytest.MonkeyPatch) -> I
         container.reset()
 
 
+@pytest.mark.attack(
+    "error messages",
+    "an executor invoke refused by IAM (its error names an ARN)",
+    "a generic error for the user; the ARN only in the log",
+)
 def test_an_executor_invoke_refused_by_iam_reaches_no_one_with_its_arn(
     denied_lambda: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -348,6 +358,11 @@ class EngineProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.attack(
+    "output",
+    "~200 MB written straight to fds 1 and 2",
+    "capped in the trusted parent, which grows a few MB at most",
+)
 def test_output_flooding_fds_1_and_2_is_capped_in_the_trusted_parent(tmp_path: Any) -> None:
     host = EngineProcess(str(tmp_path))
     try:

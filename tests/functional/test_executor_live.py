@@ -186,6 +186,11 @@ def test_the_receipt_shows_a_large_array(s3: Any, engine: Engine) -> None:
     assert usage["wall_ms"] >= 0 and usage["cpu_ms"] >= 0
 
 
+@pytest.mark.attack(
+    "presigned URLs",
+    "user code looks for the live-output and interrupt URLs of its run",
+    "never sent to the worker: only the trusted parent holds them",
+)
 def test_the_worker_never_sees_the_live_channel(
     s3: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

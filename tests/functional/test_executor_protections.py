@@ -66,6 +66,13 @@ def _serve_diagnostics(user: UnprivilegedUser, runtime_api: str) -> dict[str, An
     return dict(answer)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "a child process probes what `lci doctor` reports: the parent's environ, its own rlimits, "
+    "killing its process group, pidfd, the Lambda Runtime API",
+    "non-dumpable parent, rlimits, group kill and pidfd hold; the Runtime API is reachable, and "
+    "the report says so",
+)
 def test_an_unprivileged_executor_reports_which_protections_hold(
     sandbox_user: UnprivilegedUser, runtime_api: str
 ) -> None:

@@ -141,6 +141,11 @@ def test_a_crash_restores_the_last_committed_state(s3: Any, engine: Engine) -> N
     assert after["result"]["result"]["text/plain"] == "42"
 
 
+@pytest.mark.attack(
+    "tenant isolation",
+    "a run's snapshot upload the API did not commit",
+    "never restored: the worker goes back to the committed snapshot",
+)
 def test_an_uncommitted_upload_is_not_trusted(s3: Any, engine: Engine) -> None:
     """If the API did not commit the last upload (version unchanged), the worker goes back to
     the committed snapshot instead of keeping what it has in memory."""

@@ -26,9 +26,9 @@ def test_every_cdk_json_key_is_a_documented_setting_or_a_cdk_feature_flag() -> N
     assert set(settings) == set(StackConfig.model_fields)
     # cdk.json restates the defaults: an empty context deploys the same stack.
     assert StackConfig.model_validate(settings) == StackConfig()
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [key for key in settings if f"`{key}`" not in readme]
-    assert not missing, f"README Deploy section does not document {missing}"
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    missing = [key for key in settings if f"`{key}`" not in reference]
+    assert not missing, f"docs/deploy.md (Settings) does not document {missing}"
 
 
 def test_stage_names_the_stack_so_two_stages_deploy_side_by_side() -> None:

@@ -24,6 +24,12 @@ def test_dns_firewall_is_on_by_default_in_isolated_mode() -> None:
     assert cdk_json_context()["dnsFirewall"] is True
 
 
+@pytest.mark.attack(
+    "network",
+    "user code sends data out in DNS queries (`<data>.attacker.example`) from the isolated VPC",
+    "the VPC's DNS firewall resolves only this bucket's regional S3 host and answers NXDOMAIN to "
+    "every other name",
+)
 def test_the_executor_vpc_resolves_only_the_buckets_regional_s3_host(
     synthesized: Synthesized,
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
 from lambdas.api.settings import ApiSettings
@@ -80,6 +81,11 @@ def _route_methods(synth: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+@pytest.mark.attack(
+    "tenant isolation",
+    "two sessions sharing an executor environment",
+    "impossible: the executor is the one `PER_TENANT` function, in isolated subnets",
+)
 def test_exactly_one_function_is_tenant_isolated_and_it_is_the_vpc_bound_executor(
     synthesized: Synthesized,
 ) -> None:
@@ -103,6 +109,12 @@ def test_exactly_one_function_is_tenant_isolated_and_it_is_the_vpc_bound_executo
         )
 
 
+@pytest.mark.attack(
+    "IAM",
+    "user code calls AWS with the executor function's role",
+    "it may only write its own log group; everything else is denied to calls from inside the "
+    "function; no secrets in its environment",
+)
 def test_executor_role_can_only_write_its_own_logs(synthesized: Synthesized) -> None:
     _, executor = _executor(synthesized)
     statements = _role_statements(synthesized, executor["Properties"]["Role"])
@@ -131,6 +143,11 @@ def test_executor_role_can_only_write_its_own_logs(synthesized: Synthesized) -> 
     assert not any(re.search(r"SECRET|TOKEN|KEY|PASSWORD", name) for name in environment)
 
 
+@pytest.mark.attack(
+    "network",
+    "user code connects out of the executor's VPC",
+    "no NAT, no internet gateway; the security group allows port 443 out only",
+)
 def test_network_has_no_way_out_but_the_s3_endpoint(synthesized: Synthesized) -> None:
     template = Template.from_json(synthesized.template)
     template.resource_count_is("AWS::EC2::NatGateway", 0)
@@ -143,6 +160,12 @@ def test_network_has_no_way_out_but_the_s3_endpoint(synthesized: Synthesized) ->
     assert [rule["ToPort"] for rule in group["Properties"]["SecurityGroupEgress"]] == [443]
 
 
+@pytest.mark.attack(
+    "network",
+    "user code reaches S3 objects other than this deployment's",
+    "the VPC endpoint allows get/put of this bucket's `sessions/`, `executions/`, `wheelhouse/` "
+    "objects only",
+)
 def test_s3_endpoint_policy_allows_only_this_buckets_objects(synthesized: Synthesized) -> None:
     [bucket_id] = [
         logical_id

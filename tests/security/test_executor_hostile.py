@@ -38,6 +38,11 @@ START_SETSID_DAEMON = (
 )
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "a busy loop that ignores SIGTERM, SIGXCPU and SIGINT",
+    "timeout at the wall clock, the whole tree killed; the environment keeps serving",
+)
 def test_a_loop_ignoring_signals_ends_as_timeout(driver: Driver) -> None:
     code = (
         "import signal\n"
@@ -52,6 +57,11 @@ def test_a_loop_ignoring_signals_ends_as_timeout(driver: Driver) -> None:
     assert_still_serving(driver)
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "allocate 10 GB",
+    "memory_exceeded (address-space rlimit); the environment keeps serving",
+)
 def test_a_huge_allocation_is_memory_exceeded(driver: Driver) -> None:
     result = driver.run("blob = bytearray(10**10)")
     assert result["status"] == "memory_exceeded"
@@ -59,6 +69,11 @@ def test_a_huge_allocation_is_memory_exceeded(driver: Driver) -> None:
     assert_still_serving(driver)
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "a fork bomb",
+    "stopped by the process rlimit and the timeout, every process killed",
+)
 def test_a_fork_bomb_is_contained(driver: Driver, unprivileged_user: UnprivilegedUser) -> None:
     # `unprivileged_user`: RLIMIT_NPROC counts every process of the uid, so the bomb must not
     # share its uid with the test runner.
@@ -69,6 +84,11 @@ def test_a_fork_bomb_is_contained(driver: Driver, unprivileged_user: Unprivilege
     assert_still_serving(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "a double-forked `setsid` daemon",
+    "killed after the run (orphans land on the zygote, a subreaper)",
+)
 def test_a_double_forked_setsid_daemon_is_gone_after_the_run(driver: Driver) -> None:
     code = "import os, time\n" + START_SETSID_DAEMON + "int(os.read(r, 32))"
     result = driver.run(code)
@@ -77,6 +97,11 @@ def test_a_double_forked_setsid_daemon_is_gone_after_the_run(driver: Driver) -> 
     assert_still_serving(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "a thread that starts a daemon after its cell ended",
+    "killed after the next run",
+)
 def test_a_daemon_started_between_runs_is_gone_after_the_next_run(driver: Driver) -> None:
     # A background thread outlives its cell and starts the daemon while no run is going on.
     started = driver.run(
@@ -101,6 +126,11 @@ def test_a_daemon_started_between_runs_is_gone_after_the_next_run(driver: Driver
     assert not only_the_environment_survives(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "kill the zygote after starting a daemon",
+    "an error for the run, no process left, a new zygote for the next run",
+)
 def test_killing_the_zygote_leaves_no_daemon_behind(driver: Driver) -> None:
     code = (
         "import os, signal, time\n" + START_SETSID_DAEMON + "daemon = int(os.read(r, 32))\n"
@@ -116,6 +146,11 @@ def test_killing_the_zygote_leaves_no_daemon_behind(driver: Driver) -> None:
     assert driver.info()["zygote_pid"] != old_zygote
 
 
+@pytest.mark.attack(
+    "output",
+    "print 100 MB and write 10 MB straight to fd 1",
+    "stdout capped at 1 MB and flagged; the trusted parent grows a few MB at most",
+)
 def test_huge_output_is_truncated_and_the_parent_stays_small(driver: Driver) -> None:
     parent = driver.info()["pid"]
 
@@ -134,6 +169,11 @@ def test_huge_output_is_truncated_and_the_parent_stays_small(driver: Driver) -> 
     assert_still_serving(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "read `/proc/<pid>/environ`, `mem`, `maps` of the zygote and the trusted parent",
+    "denied: both are non-dumpable",
+)
 def test_user_code_cannot_read_the_trusted_processes(driver: Driver) -> None:
     parent = driver.info()["pid"]
     code = (
@@ -153,6 +193,11 @@ def test_user_code_cannot_read_the_trusted_processes(driver: Driver) -> None:
     assert result["result"]["text/plain"].count("mem") == 2
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "look for AWS credentials or the runtime's variables in `os.environ` and `/proc/self/environ`",
+    "none: the zygote starts with a scrubbed environment",
+)
 def test_no_secrets_in_the_user_environment(driver: Driver) -> None:
     code = (
         "import os\n"

@@ -50,6 +50,11 @@ def error_name(result: dict[str, Any]) -> str:
 # -- forks ------------------------------------------------------------------------------------
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "`os.fork()` whose child returns from the cell",
+    "only the worker answers; later runs and the variables are right",
+)
 def test_a_forked_child_that_returns_from_the_cell_never_answers(driver: Driver) -> None:
     run(driver, "kept = 'before the fork'")
     forked = run(driver, "import os, time\nif os.fork():\n    time.sleep(0.3)\n'worker'")
@@ -59,6 +64,11 @@ def test_a_forked_child_that_returns_from_the_cell_never_answers(driver: Driver)
     keeps_working(driver, kept="'before the fork'")
 
 
+@pytest.mark.attack(
+    "worker protocol",
+    "a libc `fork()` (no at-fork hook) whose child keeps the worker's channel and answers first",
+    "its frame is refused (the parent checks the sender); the worker's answer counts",
+)
 def test_a_fork_that_bypasses_python_cannot_answer_for_the_worker(driver: Driver) -> None:
     # libc's fork runs no at-fork hook: the child keeps the channel, so only the parent's
     # check of who sent a frame keeps its answer out (the worker answers later on purpose).
@@ -74,6 +84,11 @@ def test_a_fork_that_bypasses_python_cannot_answer_for_the_worker(driver: Driver
     keeps_working(driver, kept="'before the fork'")
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "fork until `OSError`, then finish the cell",
+    "the cell ends ok, every child killed; the next run is right, variables kept",
+)
 def test_a_fork_bomb_until_oserror_leaves_the_next_run_correct(
     driver: Driver, unprivileged_user: UnprivilegedUser
 ) -> None:
@@ -86,6 +101,11 @@ def test_a_fork_bomb_until_oserror_leaves_the_next_run_correct(
     keeps_working(driver, kept="'before the bomb'")
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "multiprocessing pools with fork, spawn and forkserver, twice",
+    "they work; their helpers are killed after each run",
+)
 def test_multiprocessing_pools_work_with_every_start_method(driver: Driver) -> None:
     code = (
         "import multiprocessing as mp\n"
@@ -119,6 +139,12 @@ FIND_CHANNEL = (
 )
 
 
+@pytest.mark.attack(
+    "worker protocol",
+    "write a forged result frame or garbage into the worker's channel, or close it",
+    "a forged frame never answers a later run; garbage or a closed channel is a `WorkerCrashed` "
+    "error within seconds; the session goes on",
+)
 def test_a_cell_that_writes_into_or_closes_its_own_channel(driver: Driver) -> None:
     # The worker is the user's own process: it can lie about its own run, but never make a
     # later run take an earlier run's answer, nor leave the session answering out of step.
@@ -143,6 +169,11 @@ def test_a_cell_that_writes_into_or_closes_its_own_channel(driver: Driver) -> No
 # -- leftovers of a cell: threads, timers, signal handlers ---------------------------------------
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "threads that keep printing after their cell; a timer that exits the worker between runs",
+    "later runs answer right, variables kept; a dead worker is replaced",
+)
 def test_threads_still_running_after_the_cell(driver: Driver) -> None:
     run(driver, "kept = 'threads'")
     started = run(
@@ -166,6 +197,12 @@ def test_threads_still_running_after_the_cell(driver: Driver) -> None:
     keeps_working(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "`signal.alarm`, handlers for SIGTERM and SIGINT, SIGUSR1 ignored, an alarm left running",
+    "handled as the code says; the timeout still ends the run with its output; a left-over alarm "
+    "never rings in a later cell",
+)
 def test_alarms_and_signal_handlers_of_user_code(driver: Driver) -> None:
     run(driver, "kept = 'signals'")
     handled = run(
@@ -198,6 +235,11 @@ def test_alarms_and_signal_handlers_of_user_code(driver: Driver) -> None:
     keeps_working(driver)
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "the cell sends SIGKILL, SIGTERM or SIGSEGV to its worker, or SIGKILL to its process group",
+    "a `WorkerCrashed` error naming the signal; the next run works",
+)
 def test_a_cell_that_kills_its_own_worker(driver: Driver) -> None:
     for sig in ("SIGKILL", "SIGTERM", "SIGSEGV"):
         killed = run(driver, f"import os, signal\nos.kill(os.getpid(), signal.{sig})")
@@ -212,6 +254,11 @@ def test_a_cell_that_kills_its_own_worker(driver: Driver) -> None:
 # -- the process's own state: streams, fds, rlimits, recursion ------------------------------------
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "replace, close or set to None `sys.stdout` / `sys.stderr`",
+    "the next run's output is captured again, variables kept",
+)
 def test_stdout_replaced_or_closed(driver: Driver) -> None:
     run(driver, "kept = 'streams'")
     for attack in (
@@ -225,6 +272,11 @@ def test_stdout_replaced_or_closed(driver: Driver) -> None:
     keeps_working(driver, kept="'streams'")
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "`dup2` /dev/null over fds 0, 1 and 2, or close them",
+    "the next run's output (Python and subprocesses) is captured again",
+)
 def test_dup2_over_the_standard_fds(driver: Driver) -> None:
     run(driver, "kept = 'fds'")
     for attack in (
@@ -239,6 +291,11 @@ def test_dup2_over_the_standard_fds(driver: Driver) -> None:
     keeps_working(driver, kept="'fds'")
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "raise RLIMIT_AS, NPROC, NOFILE, FSIZE back to unlimited; lower them",
+    "raising fails (`ValueError`), memory stays capped; lowered limits end with the cell",
+)
 def test_rlimits_cannot_be_raised_back_and_lowered_ones_do_not_break_the_worker(
     driver: Driver,
 ) -> None:
@@ -265,6 +322,11 @@ def test_rlimits_cannot_be_raised_back_and_lowered_ones_do_not_break_the_worker(
     keeps_working(driver, kept="'rlimits'")
 
 
+@pytest.mark.attack(
+    "rlimits and timeouts",
+    "recursion limit raised to 100,000 and recursed into, or lowered to nothing",
+    "a `RecursionError` with a short traceback; the worker lives",
+)
 def test_the_recursion_limit_raised_or_lowered(driver: Driver) -> None:
     run(driver, "kept = 'recursion'")
     deep = run(
@@ -282,6 +344,12 @@ def test_the_recursion_limit_raised_or_lowered(driver: Driver) -> None:
 # -- every way out -------------------------------------------------------------------------------
 
 
+@pytest.mark.attack(
+    "process hygiene",
+    "`sys.exit()`, `SystemExit(3)`, `os._exit(1)`",
+    "each a clear error (`SystemExit` keeps the worker; `os._exit` is `WorkerCrashed` with what "
+    "it printed)",
+)
 def test_every_way_to_exit_is_a_clear_result(driver: Driver) -> None:
     run(driver, "kept = 'exits'")
     for code, value in (("import sys\nsys.exit()", ""), ("raise SystemExit(3)", "3")):
@@ -299,6 +367,11 @@ def test_every_way_to_exit_is_a_clear_result(driver: Driver) -> None:
 # -- output nobody expects -------------------------------------------------------------------------
 
 
+@pytest.mark.attack(
+    "output",
+    "one 50 MB line through `print`, `sys.stdout.write` and `os.write`",
+    "capped at 1 MB and flagged, within seconds",
+)
 def test_a_fifty_megabyte_line_to_stdout(driver: Driver) -> None:
     run(driver, "kept = 'big line'")
     for code in (
@@ -314,6 +387,11 @@ def test_a_fifty_megabyte_line_to_stdout(driver: Driver) -> None:
     keeps_working(driver, kept="'big line'")
 
 
+@pytest.mark.attack(
+    "output",
+    "output that is not valid UTF-8: raw bytes, lone surrogates, in streams and display data",
+    "an ok result, the text kept readable",
+)
 def test_output_that_is_not_valid_utf8(driver: Driver) -> None:
     result = run(
         driver,
@@ -330,6 +408,11 @@ def test_output_that_is_not_valid_utf8(driver: Driver) -> None:
     keeps_working(driver)
 
 
+@pytest.mark.attack(
+    "output",
+    "1000 `display()` calls",
+    "all 1000 outputs, in order",
+)
 def test_a_thousand_display_calls(driver: Driver) -> None:
     code = "from IPython.display import display\nfor i in range(1000):\n    display(i)"
     result = run(driver, code)
@@ -339,6 +422,11 @@ def test_a_thousand_display_calls(driver: Driver) -> None:
     keeps_working(driver)
 
 
+@pytest.mark.attack(
+    "output",
+    "an endless generator written to stdout",
+    "timeout at the wall clock, output capped at 1 MB",
+)
 def test_a_generator_of_endless_output(driver: Driver) -> None:
     for code in (
         "import sys\ndef forever():\n    while True:\n        yield 'x' * 1000 + '\\n'\n"

@@ -22,6 +22,14 @@ from hypothesis import strategies as st
 from lambdas.executor import protocol
 from lambdas.executor.host import frames
 
+pytestmark = pytest.mark.attack(
+    "worker protocol",
+    "hypothesis: any frame sequence in any chunking, random bytes, truncated or oversized frames, "
+    "JSON that is no frame, deep nesting, stalled or closing peers",
+    'a frame, "not yet" or a `ProtocolError` within a deadline: never another exception, never '
+    "a hang",
+)
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 READ_DEADLINE_SECONDS = 5
 HEADER = struct.Struct("!I")

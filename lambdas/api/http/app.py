@@ -12,13 +12,29 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from lambdas.api.errors import Forbidden, InternalError, InvalidRequest, MethodNotAllowed
+from lambdas.api.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+)
 from lambdas.api.http import account, errors, executions, files, playground, sessions
+from lambdas.api.http.common import (
+    ERROR_CODES_EXTENSION,
+    KEYED_ROUTE_ERRORS,
+    PUBLIC_ROUTE_ERRORS,
+    error_description,
+    error_responses,
+    responses,
+)
+from lambdas.api.models import ErrorBody
 from lambdas.api.telemetry import flush_metrics, logger
 from lambdas.shared import routes
 
@@ -31,7 +47,7 @@ _FILE_PATH_PARAMETER = "file_path"  # the greedy parameter's name in the OpenAPI
 @_openapi.get(
     routes.OPENAPI.resolver_rule,
     summary="OpenAPI 3.1 document of this API (no API key needed)",
-    responses={200: {"description": "OpenAPI 3.1 JSON"}},
+    responses=responses((200, "OpenAPI 3.1 JSON", None)),
 )
 def openapi() -> Response[Any]:
     return Response(
@@ -65,7 +81,8 @@ def openapi_document() -> dict[str, Any]:
             title="Lambda Code Interpreter API",
             version="1.0.0",
             description="Run untrusted Python with Jupyter semantics in isolated Lambda "
-            "environments (SPEC §3). Authenticate with the x-api-key header.",
+            "environments. Authenticate with the x-api-key header. Error responses list the "
+            f"`error.code` values they may carry in `{ERROR_CODES_EXTENSION}`.",
             openapi_version="3.1.0",
         )
         document = json.loads(schema)
@@ -79,8 +96,15 @@ def openapi_document() -> dict[str, Any]:
         }
         for path, operations in document["paths"].items():
             for operation in operations.values():
-                if path not in routes.PUBLIC_PATHS:
+                # Validation errors are answered 400 INVALID_REQUEST (http/errors.py), never
+                # the 422 Powertools documents for every validated route.
+                operation["responses"].pop(str(HTTPStatus.UNPROCESSABLE_ENTITY.value), None)
+                if path in routes.PUBLIC_PATHS:
+                    _add_error_responses(operation, PUBLIC_ROUTE_ERRORS)
+                else:
                     operation["security"] = [{"apiKey": []}]
+                    _add_error_responses(operation, KEYED_ROUTE_ERRORS)
+                operation["responses"] = dict(sorted(operation["responses"].items()))
                 if _FILE_PATH_PARAMETER in path:
                     operation.setdefault("parameters", []).append(
                         {
@@ -90,8 +114,42 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "title": "File Path"},
                         }
                     )
+        _drop_unused_schemas(document, _POWERTOOLS_VALIDATION_SCHEMAS)
         _openapi_cache["doc"] = document
     return _openapi_cache["doc"]
+
+
+def _add_error_responses(operation: dict[str, Any], errors: tuple[type[ApiError], ...]) -> None:
+    """Merge these errors into the operation's responses (a status it already documents gets
+    their codes too)."""
+    documented = operation["responses"]
+    schema_ref = {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}
+    for status, response in error_responses(errors).items():
+        response["content"] = {content_types.APPLICATION_JSON: {"schema": schema_ref}}
+        existing = documented.get(str(status))
+        if existing is None:
+            documented[str(status)] = response
+            continue
+        codes = existing.setdefault(ERROR_CODES_EXTENSION, [])
+        codes.extend(code for code in response[ERROR_CODES_EXTENSION] if code not in codes)
+        existing["description"] = error_description(status, codes)
+
+
+# What Powertools adds for its 422 responses (removed above).
+_POWERTOOLS_VALIDATION_SCHEMAS = (
+    "HTTPValidationError",
+    "ResponseValidationError",
+    "ValidationError",
+)
+
+
+def _drop_unused_schemas(document: dict[str, Any], names: tuple[str, ...]) -> None:
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in names:
+        others = {key: value for key, value in schemas.items() if key != name}
+        rest = json.dumps({**document, "components": {**document["components"], "schemas": others}})
+        if f'#/components/schemas/{name}"' not in rest:
+            schemas.pop(name, None)
 
 
 def _document_path(resolver_path: str) -> str:

@@ -1,39 +1,67 @@
 """What every route shares: the caller (dependencies injected by Powertools' `Depends`), the
-JSON response shape and the documented error responses."""
+JSON response shape and the documented responses (errors from the one registry)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any, cast
 
 from aws_lambda_powertools.event_handler import Request, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from lambdas.api.errors import Forbidden
+from lambdas.api.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    QuotaExceeded,
+    RateLimited,
+    registered_status_and_code,
+)
 from lambdas.api.models import ErrorBody
 from lambdas.shared.routes import GREEDY_PATH_PARAMETER
 
-ERROR_RESPONSES: dict[int, Any] = {
-    status: {
-        "description": description,
-        "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
+# Every route may fail unexpectedly (500). API Gateway answers before the API function runs: on
+# a keyed route a missing or unknown key (403), the usage plan's throttle and monthly quota
+# (429); on a public route its method throttle (429, infra/rest_api.py).
+# `app.openapi_document` adds these to every keyed or public operation.
+EVERY_ROUTE_ERRORS: tuple[type[ApiError], ...] = (InternalError,)
+KEYED_ROUTE_ERRORS: tuple[type[ApiError], ...] = (Forbidden, RateLimited, QuotaExceeded)
+PUBLIC_ROUTE_ERRORS: tuple[type[ApiError], ...] = (RateLimited,)
+# The OpenAPI extension on an error response that lists the `error.code` values it may carry.
+ERROR_CODES_EXTENSION = "x-error-codes"
+
+
+def error_responses(errors: Iterable[type[ApiError]]) -> dict[int, Any]:
+    """OpenAPI responses for these errors, one per status (from the registry in
+    `lambdas/api/errors.py`), each naming its error codes."""
+    codes_by_status: dict[int, list[str]] = {}
+    for error in errors:
+        status, code = registered_status_and_code(error)
+        codes = codes_by_status.setdefault(status, [])
+        if code not in codes:
+            codes.append(code)
+    return {
+        status: {
+            "description": error_description(status, codes),
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
+            ERROR_CODES_EXTENSION: codes,
+        }
+        for status, codes in sorted(codes_by_status.items())
     }
-    for status, description in (
-        (400, "Invalid request (INVALID_REQUEST, PACKAGE_NOT_ALLOWED, INVALID_PATH)"),
-        (403, "Missing or unknown API key (FORBIDDEN)"),
-        (404, "Not found (SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, FILE_NOT_FOUND)"),
-        (405, "Method not allowed on this path (METHOD_NOT_ALLOWED; see the Allow header)"),
-        (409, "Conflict (SESSION_BUSY, TOO_MANY_FILES, EXECUTION_FINISHED)"),
-        (413, "Payload too large (PAYLOAD_TOO_LARGE)"),
-        (429, "Too many requests or quota exhausted (RATE_LIMITED, QUOTA_EXCEEDED)"),
-        (500, "Internal error (INTERNAL)"),
-        (503, "Storage unreachable; retry shortly (SERVICE_UNAVAILABLE)"),
-    )
-}
 
 
-def responses(*extra: tuple[int, str, Any]) -> dict[int, Any]:
-    out = dict(ERROR_RESPONSES)
-    for status, description, model in extra:
+def error_description(status: int, codes: list[str]) -> str:
+    return f"{HTTPStatus(status).phrase} ({', '.join(codes)})"
+
+
+def responses(
+    *success: tuple[int, str, Any], errors: Iterable[type[ApiError]] = ()
+) -> dict[int, Any]:
+    """A route's OpenAPI responses: its success statuses (status, description, model or None)
+    and the errors its service raises (besides `EVERY_ROUTE_ERRORS`)."""
+    out = error_responses((*errors, *EVERY_ROUTE_ERRORS))
+    for status, description, model in success:
         entry: dict[str, Any] = {"description": description}
         if model is not None:
             entry["content"] = {content_types.APPLICATION_JSON: {"model": model}}

@@ -11,6 +11,19 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas.api import container
+from lambdas.api.errors import (
+    ExecutionFinished,
+    ExecutionNotFound,
+    InvalidPath,
+    InvalidRequest,
+    PackageNotAllowed,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    SessionBusy,
+    SessionNotFound,
+)
 from lambdas.api.http.common import caller, idempotency_key, json_response, responses
 from lambdas.api.models import (
     ExecuteAccepted,
@@ -26,9 +39,19 @@ from lambdas.shared import routes
 router = Router()
 Principal = Annotated[str, Depends(caller)]
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
-_RUN_RESPONSES = responses(
+_RUN_SUCCESS = (
     (200, "Finished", ExecutionResult),
     (202, "Still running after the sync window, or wait=false", ExecuteAccepted),
+)
+# Both runs: validation (400/413), the monthly quota and a throttled executor (429), storage
+# unreachable (503).
+_RUN_ERRORS = (
+    InvalidRequest,
+    PackageNotAllowed,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
 )
 
 
@@ -43,7 +66,7 @@ def _execute_response(outcome: ExecuteOutcome) -> Response[Any]:
 @router.post(
     routes.EXECUTE_IN_SESSION.resolver_rule,
     summary="Run a cell in the session (Idempotency-Key header supported)",
-    responses=_RUN_RESPONSES,
+    responses=responses(*_RUN_SUCCESS, errors=(*_RUN_ERRORS, SessionNotFound, SessionBusy)),
 )
 def execute_in_session(
     principal: Principal,
@@ -58,7 +81,7 @@ def execute_in_session(
 @router.post(
     routes.EXECUTE_ONE_SHOT.resolver_rule,
     summary="One-shot run without a session (Idempotency-Key header supported)",
-    responses=_RUN_RESPONSES,
+    responses=responses(*_RUN_SUCCESS, errors=(*_RUN_ERRORS, InvalidPath)),
 )
 def execute_one_shot(
     principal: Principal, key: IdempotencyKey, body: Annotated[OneShotExecuteRequest, Body()]
@@ -69,7 +92,9 @@ def execute_one_shot(
 @router.get(
     routes.GET_EXECUTION.resolver_rule,
     summary="Get an execution result (status may be running)",
-    responses=responses((200, "The execution", ExecutionResult)),
+    responses=responses(
+        (200, "The execution", ExecutionResult), errors=(ExecutionNotFound, ServiceUnavailable)
+    ),
 )
 def get_execution(principal: Principal, execution_id: Annotated[str, Path()]) -> ExecutionResult:
     return container.services().executions.get(principal, execution_id)
@@ -80,7 +105,10 @@ def get_execution(principal: Principal, execution_id: Annotated[str, Path()]) ->
     status_code=202,
     summary="Interrupt a running execution: its cell gets KeyboardInterrupt, the session keeps "
     "its state, and it ends as `interrupted` (409 EXECUTION_FINISHED once it is over)",
-    responses=responses((202, "Interrupt requested", InterruptAccepted)),
+    responses=responses(
+        (202, "Interrupt requested", InterruptAccepted),
+        errors=(ExecutionNotFound, ExecutionFinished, ServiceUnavailable),
+    ),
 )
 def interrupt_execution(
     principal: Principal, execution_id: Annotated[str, Path()]

@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from lambdas.api import container
 from lambdas.api.errors import RouteNotFound
+from lambdas.api.http.common import responses
 from lambdas.shared import routes
 
 router = Router()
@@ -71,7 +72,10 @@ def _asset(name: str) -> str:
 @router.get(
     routes.PLAYGROUND.resolver_rule,
     summary="The browser playground (HTML; no API key needed to load it)",
-    responses={200: {"description": "The page, or one of its files (?asset=app.js, app.css)"}},
+    responses=responses(
+        (200, "The page, or one of its files (?asset=app.js, app.css)", None),
+        errors=(RouteNotFound,),  # an unknown asset
+    ),
 )
 def playground(asset: Annotated[str, Query()] = INDEX) -> Response[Any]:
     if asset not in ASSET_TYPES:

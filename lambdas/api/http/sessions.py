@@ -9,11 +9,20 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from lambdas.api import container
+from lambdas.api.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    SessionNotFound,
+)
 from lambdas.api.http.common import caller, json_response, responses
 from lambdas.api.models import Session, SessionCreateRequest, SessionDetail
 from lambdas.shared import routes
 
 router = Router()
+# A body (400 when invalid, 413 over API Gateway's 10 MB) and storage (503 when unreachable).
+_BODY_ERRORS = (InvalidRequest, PayloadTooLarge, ServiceUnavailable)
+_SESSION_ERRORS = (SessionNotFound, ServiceUnavailable)
 Principal = Annotated[str, Depends(caller)]
 
 
@@ -21,7 +30,7 @@ Principal = Annotated[str, Depends(caller)]
     routes.CREATE_SESSION.resolver_rule,
     status_code=201,
     summary="Create a session",
-    responses=responses((201, "Session created", Session)),
+    responses=responses((201, "Session created", Session), errors=_BODY_ERRORS),
 )
 def create_session(
     principal: Principal, body: Annotated[SessionCreateRequest | None, Body()] = None
@@ -33,7 +42,7 @@ def create_session(
 @router.get(
     routes.GET_SESSION.resolver_rule,
     summary="Get a session and its variables",
-    responses=responses((200, "The session", SessionDetail)),
+    responses=responses((200, "The session", SessionDetail), errors=_SESSION_ERRORS),
 )
 def get_session(principal: Principal, session_id: Annotated[str, Path()]) -> SessionDetail:
     return container.services().sessions.get(principal, session_id)
@@ -43,7 +52,7 @@ def get_session(principal: Principal, session_id: Annotated[str, Path()]) -> Ses
     routes.DELETE_SESSION.resolver_rule,
     status_code=204,
     summary="Delete a session, its state and files",
-    responses=responses((204, "Deleted", None)),
+    responses=responses((204, "Deleted", None), errors=_SESSION_ERRORS),
 )
 def delete_session(principal: Principal, session_id: Annotated[str, Path()]) -> Response[None]:
     container.services().sessions.delete(principal, session_id)
@@ -55,7 +64,7 @@ def delete_session(principal: Principal, session_id: Annotated[str, Path()]) -> 
     status_code=201,
     summary="Fork a session: a new one with copies of its last committed variables, files and "
     "notebook (`ttl_seconds` defaults to the parent's)",
-    responses=responses((201, "Session created", Session)),
+    responses=responses((201, "Session created", Session), errors=(*_BODY_ERRORS, SessionNotFound)),
 )
 def fork_session(
     principal: Principal,
@@ -72,7 +81,7 @@ def fork_session(
     description="A notebook too large for one response (Lambda's 6 MB) keeps its first and "
     "last cells, with large outputs shortened, and links the whole notebook as "
     "`metadata.lci.notebook_url` (a presigned GET valid for minutes).",
-    responses=responses((200, "nbformat v4 JSON", None)),
+    responses=responses((200, "nbformat v4 JSON", None), errors=_SESSION_ERRORS),
 )
 def get_notebook(principal: Principal, session_id: Annotated[str, Path()]) -> Response[Any]:
     return json_response(200, container.services().notebook.notebook(principal, session_id))
