@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import codeop
+import contextlib
 import os
 import re
 import shlex
@@ -16,14 +17,14 @@ import sys
 import textwrap
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from lambdas.executor.sandbox import charts, mime, tracebacks
+from lambdas.executor.sandbox import cells, charts, mime, tracebacks
 from lambdas.executor.sandbox.capture import (
     SINK,
     CapturedStream,
@@ -164,6 +165,7 @@ class SandboxShell(InteractiveShell):
     # Set by the worker once it knows the deployment's wheelhouse: installs whitelisted
     # packages (requirement specs in, one message per install out).
     package_installer: Callable[[list[str]], list[str]] | None = None
+    plain_cells: cells.PlainCellRunner | None = None  # set by build_shell
     _completer: Any = None
     # While an object is being displayed: what its rich reprs raised (_guard_display_formatter).
     format_failures: list[str] | None = None
@@ -234,6 +236,18 @@ class SandboxShell(InteractiveShell):
             transformed_cell=transformed_cell,
             preprocessing_exc_tuple=preprocessing_exc_tuple,
         )
+
+    @contextlib.contextmanager
+    def _tee(self, channel: str) -> Iterator[None]:
+        # IPython 9 copies every print of every cell into `history_manager.outputs` and never
+        # lets go: a session printing 1 MB per cell held 20 MB after 20 cells. Nothing here
+        # reads that history (outputs are captured by capture.py).
+        yield
+
+    def _format_exception_for_storage(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # The same history keeps a second, formatted traceback of every failed cell (run_cell
+        # below empties it): not formatted at all.
+        return {}
 
     def ask_exit(self) -> None:
         """`exit()` / `quit()`: a session ends through the API, not from inside a cell."""
@@ -371,6 +385,7 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     for name in ("conda", "mamba", "micromamba", "uv"):
         magics.register_function(_refuse_package_manager(name), "line", name)
     charts.register(shell)  # figures also yield application/vnd.lci.chart+json
+    shell.plain_cells = cells.PlainCellRunner(shell)
     return shell
 
 
@@ -386,8 +401,13 @@ def _refuse_package_manager(name: str) -> Callable[[str], None]:
 
 def run_cell(shell: InteractiveShell, code: str, execution_count: int) -> None:
     """Run one cell with Jupyter semantics; outputs land in SINK.capture."""
-    shell.execution_count = execution_count
-    shell.run_cell(textwrap.dedent(code), store_history=True)
+    code = textwrap.dedent(code)
+    plain = getattr(shell, "plain_cells", None)
+    if plain is None or not plain.run(code, execution_count):
+        shell.execution_count = execution_count
+        shell.run_cell(code, store_history=True)
+        if shell.history_manager is not None:  # see _format_exception_for_storage above
+            shell.history_manager.exceptions.clear()
 
 
 _STREAMS: list[CapturedStream] = []
