@@ -379,11 +379,16 @@ class OutputMirror:
         return found, offset + position
 
 
+# Built once: json.dumps with any argument builds a new encoder on every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_frame(message: Any) -> bytes:
     try:
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _COMPACT_JSON.encode(message).encode()
     except UnicodeEncodeError:  # lone surrogates (user output): escape them instead
-        body = json.dumps(message, separators=(",", ":")).encode()
+        body = _ASCII_JSON.encode(message).encode()
     return _HEADER.pack(len(body)) + body
 
 
@@ -405,7 +410,7 @@ def encode_run_request(
         "announce_run": announce_run,
         "run": run,
     }
-    head = json.dumps(fields, separators=(",", ":"))
+    head = _ASCII_JSON.encode(fields)
     body = f'{head[:-1]},"inv":{inv_json}}}'.encode()
     return _HEADER.pack(len(body)) + body
 

@@ -157,6 +157,21 @@ def test_files_written_by_the_cell_are_reported(run: Run) -> None:
     assert run("1")["files"] == []
 
 
+def test_a_file_a_cell_left_a_thread_writing_is_reported_by_the_next_run(run: Run) -> None:
+    # Threads outlive their cell in the session's worker; what one writes after its cell
+    # answered belongs to no run so far, so the next run reports it (and saves it).
+    code = (
+        "import threading, time\n"
+        "def late():\n    time.sleep(0.3)\n    open('late.txt', 'w').write('done')\n"
+        "threading.Thread(target=late).start()"
+    )
+    assert run(code, session_id="s-late-file")["files"] == []
+    time.sleep(0.6)
+    files = run("1", session_id="s-late-file")["files"]
+    assert [entry["path"] for entry in files] == ["late.txt"]
+    assert run("2", session_id="s-late-file")["files"] == []
+
+
 def test_streams_are_capped_with_a_flag(run: Run) -> None:
     limits = {"stream_bytes": 1000}
     result = run("print('x' * 5000)\nimport sys\nprint('e' * 10, file=sys.stderr)", limits=limits)

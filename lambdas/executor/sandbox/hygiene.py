@@ -64,20 +64,26 @@ class ProcessGuard:
                     os.dup2(copy, fd)
 
     def after_cell(self) -> None:
+        # Plain try/except, not contextlib.suppress: this runs after every cell.
         for limit, wanted in self.soft_limits.items():
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 soft, hard = resource.getrlimit(limit)
-                if soft != wanted:
-                    if hard != resource.RLIM_INFINITY and (
-                        wanted == resource.RLIM_INFINITY or wanted > hard
-                    ):
-                        wanted = hard
-                    resource.setrlimit(limit, (wanted, hard))
+                if soft == wanted:
+                    continue
+                if hard != resource.RLIM_INFINITY and (
+                    wanted == resource.RLIM_INFINITY or wanted > hard
+                ):
+                    wanted = hard
+                resource.setrlimit(limit, (wanted, hard))
+            except (OSError, ValueError):
+                continue
         if sys.getrecursionlimit() < self.recursion_limit:
             sys.setrecursionlimit(self.recursion_limit)
         for timer in _TIMERS:
-            with contextlib.suppress(OSError):
+            try:
                 signal.setitimer(timer, 0)
+            except OSError:
+                continue
 
 
 def forget_killed_helpers(reaped: set[int]) -> None:

@@ -55,11 +55,15 @@ class Worker:
         self.package_cache = ""
         self.held_version: int | None = None
         self.synced_files = workspace.SyncedFiles()
+        # The workspace as the last run's file report left it; what wrote there since (our
+        # transfers: reset; a thread or process of that run: reported by this run) shows.
+        self.last_scan: dict[str, workspace.Fingerprint] | None = None
         self.memory_mb = limits.DEFAULT_MEMORY_LIMIT_MB
         self.package_warnings: list[str] = []
         self.pid = os.getpid()  # a process with another pid was forked by user code
         self.run_id = ""  # the current run's, echoed in every frame
         self.guard = hygiene.ProcessGuard()
+        self.partial_handler = self.send_partial  # one bound method: compared by identity
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -245,6 +249,8 @@ class Worker:
         files = inv.get("files")
         if files is not None:
             self._sync_files(files)
+        if inv.get("inline_files"):
+            self.last_scan = None
         for inline in inv.get("inline_files") or ():
             workspace.write_inline_file(self.workspace, inline["path"], inline["content_base64"])
         if inv.get("packages"):
@@ -276,6 +282,8 @@ class Worker:
     def _sync_files(self, files: dict[str, Any]) -> bool:
         """Make the workspace hold exactly the session's stored files (workspace.SyncedFiles)."""
         plan = self.synced_files.plan(self.workspace, files["files"], files.get("complete", True))
+        if plan.removals or plan.downloads:
+            self.last_scan = None
         for relative in plan.removals:
             self.synced_files.remove(self.workspace, relative)
         for ref in plan.downloads:
@@ -289,13 +297,16 @@ class Worker:
         capture = cell_capture.CellCapture(spec["stream_bytes"], spec["result_bytes"])
         capture.mirror = self.mirror
         cell_capture.SINK.capture = capture
-        self.before_files = workspace.scan(self.workspace)
+        self.before_files = (
+            self.last_scan if self.last_scan is not None else workspace.scan(self.workspace)
+        )
         env = inv.get("env") or {}
         saved_env = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         kernel.ensure_streams()
         self.guard.before_cell()
-        signal.signal(signal.SIGUSR1, self.send_partial)  # the cell may have taken it over
+        if signal.getsignal(signal.SIGUSR1) is not self.partial_handler:
+            signal.signal(signal.SIGUSR1, self.partial_handler)  # the last cell took it over
         try:
             confinement.reset_cpu_limit(spec["cpu_seconds"])
             self.in_cell = True
@@ -393,7 +404,7 @@ class Worker:
     def _collect_files(
         self, inv: dict[str, Any], warnings: list[str]
     ) -> list[protocol.ReportedFile]:
-        after = workspace.scan(self.workspace)
+        after = self.last_scan = workspace.scan(self.workspace)
         changed = workspace.changed_files(self.before_files, after)
         if not changed:
             return []
@@ -445,7 +456,7 @@ def serve(
 ) -> None:
     kernel.install_streams()
     worker = Worker(sock, shell, mirror)
-    signal.signal(signal.SIGUSR1, worker.send_partial)
+    signal.signal(signal.SIGUSR1, worker.partial_handler)
     os.register_at_fork(after_in_child=worker.forked_by_user_code)
     signal.signal(signal.SIGINT, confinement.interrupt_outside_cell)
     if warm:
