@@ -338,6 +338,12 @@ def test_failed_and_timed_out_runs_after_a_skip_keep_the_state_right(
     assert elsewhere["result"]["result"]["text/plain"] == "2"
 
 
+@pytest.mark.attack(
+    "tenant isolation",
+    "a run rebuilds, byte for byte, a snapshot it uploaded that the API did not commit",
+    "uploaded again: a skipped upload only ever keeps what the worker uploaded as the committed "
+    "version",
+)
 def test_an_uncommitted_upload_is_never_taken_for_unchanged_state(
     s3: Any, engine: Engine, new_engine: Any
 ) -> None:
