@@ -11,11 +11,15 @@ Starts `python -m local` on a free loopback port and measures
   the end each session's counter read back against the runs its client saw committed
   (`lost`: committed runs the session no longer shows; `extra`: runs counted twice);
 - first_output_latency_ms: time from a cell's first print to a client polling
-  `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that).
+  `GET /v1/executions/{id}` seeing it (`--first-output-only` measures just that);
+- state_uploads_per_unchanged_run: snapshot uploads the stack's S3 front stored per warm run
+  that changes no variable (`print(len(x))` after `x = list(range(1000))`; issue 16: 0;
+  `--state-uploads-only` measures just that).
 With `--json` the last stdout line is `{"e2e_p50_ms", "e2e_p95_ms", "dynamodb_calls_per_run",
-"load_exec_per_s", "load_errors", "load_runs", "load_lost", "load_extra",
-"first_output_latency_ms"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms, <= 2 DynamoDB
-requests per warm run, 0 errors, 0 lost, running output <= 1 s behind the code.
+"state_uploads_per_unchanged_run", "load_exec_per_s", "load_errors", "load_runs", "load_lost",
+"load_extra", "first_output_latency_ms"}`. Targets (SPEC §6): p50 <= 30 ms, p95 <= 60 ms, <= 2
+DynamoDB requests per warm run, 0 snapshot uploads for a run that changes nothing, 0 errors,
+0 lost, running output <= 1 s behind the code.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 HEALTH_TIMEOUT_SECONDS = 180
 COUNTER_CELL = "n = globals().get('n', 0) + 1\nn"
+UPLOADS_FILE = "s3-uploads.json"
 
 
 def _free_port() -> int:
@@ -64,6 +69,8 @@ def start_stack(tmp_dir: str) -> tuple[subprocess.Popen[bytes], str, float]:
         # The stack counts its DynamoDB requests into this file (local/aws_calls.py).
         aws_calls.COUNT_ENV: "1",
         aws_calls.FILE_ENV: os.path.join(tmp_dir, "dynamodb-calls.json"),
+        # ... and its S3 front the POST uploads it stored, by folder.
+        aws_calls.UPLOADS_FILE_ENV: os.path.join(tmp_dir, UPLOADS_FILE),
     }
     started = time.monotonic()
     process = subprocess.Popen(
@@ -125,6 +132,22 @@ def measure_latency(
         # DynamoDB requests the API made per warm run (the stack's counter; issue 16: <= 2).
         "dynamodb_calls_per_run": (calls_after - calls_before) / runs,
     }
+
+
+def measure_state_uploads(endpoint: str, runs: int, uploads_file: str) -> float:
+    """Snapshot uploads per warm run that changes no variable (issue 16: none)."""
+    with Client(endpoint, API_KEY) as client:
+        session = client.create_session().session_id
+        folder = f"sessions/{session}/state/"
+        client.execute("x = list(range(1000))", session_id=session)
+        before = aws_calls.read_counts(uploads_file).get(folder, 0)
+        for _ in range(runs):
+            result = client.execute("print(len(x))", session_id=session)
+            if result.stdout != "1000\n":
+                raise RuntimeError(f"wrong output: {result.raw}")
+        after = aws_calls.read_counts(uploads_file).get(folder, 0)
+        client.delete_session(session)
+    return (after - before) / runs
 
 
 FIRST_OUTPUT_CELL = "import time\nprint(time.time(), flush=True)\ntime.sleep(2)\n"
@@ -342,6 +365,12 @@ def main() -> int:
         help="only measure first_output_latency_ms (a print seen by a polling client)",
     )
     parser.add_argument("--first-output-runs", type=int, default=10)
+    parser.add_argument(
+        "--state-uploads-only",
+        action="store_true",
+        help="only measure state_uploads_per_unchanged_run",
+    )
+    parser.add_argument("--state-upload-runs", type=int, default=50)
     args = parser.parse_args()
     if args.breakdown:
         parts = breakdown(args.runs, args.warmup)
@@ -353,7 +382,14 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as tmp_dir:
         process, endpoint, startup = start_stack(tmp_dir)
+        uploads_file = os.path.join(tmp_dir, UPLOADS_FILE)
         try:
+            if args.state_uploads_only:
+                uploads = measure_state_uploads(endpoint, args.state_upload_runs, uploads_file)
+                print(f"state uploads per unchanged run {uploads:6.2f}")
+                if args.json:
+                    print(json.dumps({"state_uploads_per_unchanged_run": round(uploads, 2)}))
+                return 0
             first_output = measure_first_output(endpoint, args.first_output_runs)
             if args.first_output_only:
                 print(
@@ -366,6 +402,7 @@ def main() -> int:
             latency = measure_latency(
                 endpoint, args.runs, args.warmup, os.path.join(tmp_dir, "dynamodb-calls.json")
             )
+            uploads = measure_state_uploads(endpoint, args.state_upload_runs, uploads_file)
             load = run_load(endpoint, args.load_sessions, args.load_seconds)
         finally:
             process.send_signal(signal.SIGINT)
@@ -377,6 +414,7 @@ def main() -> int:
     print(f"first run in a new session    {latency['first_run_ms']:8.1f} ms")
     print(f"health round trip p50         {latency['health_p50']:8.2f} ms")
     print(f"DynamoDB requests per run     {latency['dynamodb_calls_per_run']:8.2f}")
+    print(f"state uploads per unchanged run {uploads:6.2f}")
     print(
         f"print(2+2) in a session       p50 {latency['p50']:.2f} ms  p95 {latency['p95']:.2f} ms"
         f"  max {latency['max']:.1f} ms  ({args.runs} runs after {args.warmup} warm-up)"
@@ -397,6 +435,7 @@ def main() -> int:
                     "e2e_p50_ms": round(latency["p50"], 2),
                     "e2e_p95_ms": round(latency["p95"], 2),
                     "dynamodb_calls_per_run": round(latency["dynamodb_calls_per_run"], 2),
+                    "state_uploads_per_unchanged_run": round(uploads, 2),
                     "load_exec_per_s": round(load["exec_per_s"], 1),
                     "load_errors": int(load["errors"]),
                     "load_runs": int(load["runs"]),

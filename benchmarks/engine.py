@@ -10,8 +10,9 @@ new session's first execution (worker forked from the zygote, sandbox applied, f
 both before the zygote's preload completed and after, the environment cold start (zygote ready
 to fork, then preload complete), a brand-new environment's first result (empty /tmp, nothing
 preloaded: `print(2+2)`, and a cell that imports pandas), and a snapshot + restore of a 40 MB
-DataFrame (no transfer). With --json the last stdout line is one JSON object with the summary
-keys.
+DataFrame (no transfer; the snapshot includes its digest, which a session run computes to skip
+the upload when nothing changed, also reported alone). With --json the last stdout line is one
+JSON object with the summary keys.
 """
 
 from __future__ import annotations
@@ -223,9 +224,11 @@ def bench_engine(runs: int, root: str) -> dict[str, list[float]]:
 
 
 def bench_snapshot(runs: int) -> dict[str, list[float]]:
-    """Snapshot + restore excluding transfer: dump (no array copies), then restore from the
+    """Snapshot + restore excluding transfer: dump (no array copies) and its digest over every
+    byte (sandbox/worker.py compares it with the committed snapshot's), then restore from the
     bytes the download would have filled. The second series also counts building those bytes
-    in memory (one 40 MB fill, which in production is the network receive)."""
+    in memory (one 40 MB fill, which in production is the network receive); the third is the
+    digest alone."""
     import numpy as np
     import pandas as pd
 
@@ -233,9 +236,12 @@ def bench_snapshot(runs: int) -> dict[str, list[float]]:
     assert frame.memory_usage(index=False).sum() == 40_000_000
     pure: list[float] = []
     with_fill: list[float] = []
+    digest: list[float] = []
     for _ in range(runs + 1):
         started = time.perf_counter()
         dumped = snapshot.dump_namespace({"df": frame}, {})
+        digest_started = time.perf_counter()
+        dumped.digest()
         dumped_at = time.perf_counter()
         blob = dumped.to_bytes()  # stands in for the downloaded bytearray
         filled_at = time.perf_counter()
@@ -244,7 +250,8 @@ def bench_snapshot(runs: int) -> dict[str, list[float]]:
         assert not dumped.dropped and not problems and restored["df"].shape == frame.shape
         pure.append(((dumped_at - started) + (done - filled_at)) * 1000)
         with_fill.append((done - started) * 1000)
-    return {"pure": pure[1:], "with_fill": with_fill[1:]}
+        digest.append((dumped_at - digest_started) * 1000)
+    return {"pure": pure[1:], "with_fill": with_fill[1:], "digest": digest[1:]}
 
 
 def main() -> None:
@@ -275,8 +282,9 @@ def main() -> None:
         ("engine: environment cold start (preload complete)", engine["preloaded"]),
         ("engine: new environment, first print(2+2) result", engine["first_exec"]),
         ("engine: new environment, first pandas cell result", engine["first_pandas"]),
-        ("snapshot + restore, 40 MB DataFrame (no transfer)", snap["pure"]),
+        ("snapshot + digest + restore, 40 MB DataFrame", snap["pure"]),
         ("  same, plus filling the 40 MB download buffer", snap["with_fill"]),
+        ("  the digest alone (SHA-256 over 40 MB)", snap["digest"]),
     ]
     print(f"{'measurement':<52} {'p50 ms':>9} {'p95 ms':>9} {'n':>5}")
     for label, samples in rows:
@@ -292,6 +300,7 @@ def main() -> None:
         "cold_first_exec_ms": round(_percentiles(engine["first_exec"])[0], 1),
         "cold_first_pandas_ms": round(_percentiles(engine["first_pandas"])[0], 1),
         "snapshot_40mb_ms": round(_percentiles(snap["pure"])[0], 2),
+        "snapshot_digest_40mb_ms": round(_percentiles(snap["digest"])[0], 2),
         "jupyter_warm_p50_ms": round(_percentiles(jupyter)[0], 3),
         "jupyter_start_ms": round(_percentiles(jupyter_start)[0], 1),
         "subprocess_numpy_pandas_p50_ms": round(_percentiles(cold_python)[0], 1),

@@ -5,6 +5,10 @@ The local stack installs it when `LCI_COUNT_AWS_CALLS=1` and rewrites the counts
 `{"Operation": n}`, to `LCI_AWS_CALLS_FILE` after every request; `benchmarks/e2e.py` reads that
 file (read-only) around its runs. The functional tests attach a counter to boto3's default
 session the same way.
+
+Uploads through presigned POST forms (the sandboxed worker's snapshots and files) bypass boto3:
+with `LCI_S3_UPLOADS_FILE` set, the local S3 front (`local/s3_front.py`) counts each one it
+stored by its key's folder (`sessions/<id>/state/`), written the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 COUNT_ENV = "LCI_COUNT_AWS_CALLS"
 FILE_ENV = "LCI_AWS_CALLS_FILE"
+UPLOADS_FILE_ENV = "LCI_S3_UPLOADS_FILE"
 
 
 class AwsCallCounter:
@@ -45,8 +50,11 @@ class AwsCallCounter:
             return sum(self._counts.values())
 
     def _count(self, model: Any, **_: Any) -> None:
+        self.add(model.name)
+
+    def add(self, name: str) -> None:
         with self._lock:
-            self._counts[model.name] += 1
+            self._counts[name] += 1
             snapshot = dict(self._counts)
         if self._path:
             partial = f"{self._path}.{threading.get_ident()}.tmp"
@@ -64,6 +72,12 @@ def install_from_env() -> AwsCallCounter | None:
     counter = AwsCallCounter("dynamodb", os.environ.get(FILE_ENV) or None)
     counter.attach(boto3._get_default_session().events)
     return counter
+
+
+def uploads_counter_from_env() -> AwsCallCounter | None:
+    """The local S3 front's counter of stored POST uploads, when `LCI_S3_UPLOADS_FILE` is set."""
+    path = os.environ.get(UPLOADS_FILE_ENV)
+    return AwsCallCounter("s3", path) if path else None
 
 
 def read_counts(path: str) -> dict[str, int]:

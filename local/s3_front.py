@@ -25,6 +25,9 @@ AWS. This threaded proxy on 127.0.0.1 stands between every client of the local S
   VPC endpoint, which the bucket policy allows for that prefix only (SPEC §1 invariant 2, the
   one exception to "everything through presigned URLs"; infra/network.py);
 - anything else is anonymous and, the bucket being private, 403 `AccessDenied`.
+
+With an `upload_counter` (`local/aws_calls.py`) it also counts the POST uploads moto stored, by
+the folder of their key, for the benchmarks and tests that check what a run uploads.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from local.s3_auth import (
@@ -43,6 +47,9 @@ from local.s3_auth import (
     verify_post_upload,
     verify_presigned_request,
 )
+
+if TYPE_CHECKING:
+    from local.aws_calls import AwsCallCounter
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
     server_version = "lci-local-s3"
     sys_version = ""
     server: S3VerifyingFront
+    upload_key: str | None = None  # of the POST upload being handled, once verified
 
     def _handle(self) -> None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -78,6 +86,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
             self._reject(S3Rejection(400, "BadRequest", "invalid Content-Length"), close=True)
             return
         body = self.rfile.read(length) if length else b""
+        self.upload_key = None
         try:
             self._verify(body)
         except S3Rejection as rejection:
@@ -107,7 +116,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         if self.command == "POST" and content_type.lower().startswith("multipart/form-data"):
             bucket = unquote(urlsplit(self.path).path).strip("/").split("/")[0]
-            verify_post_upload(bucket, parse_post_form(content_type, body), front.credentials, now)
+            form = parse_post_form(content_type, body)
+            verify_post_upload(bucket, form, front.credentials, now)
+            self.upload_key = form.fields.get("key")
             return
         raise S3Rejection(403, "AccessDenied", "Access Denied")
 
@@ -142,6 +153,8 @@ class _FrontHandler(BaseHTTPRequestHandler):
             connection.request(self.command, self.path, body=body, headers=headers)
             upstream = connection.getresponse()
             payload = upstream.read()
+            if front.upload_counter is not None and self.upload_key and upstream.status < 300:
+                front.upload_counter.add(self.upload_key.rpartition("/")[0] + "/")
             self.send_response_only(upstream.status, upstream.reason)
             for name, value in upstream.getheaders():
                 if name.lower() not in _HOP_BY_HOP_HEADERS and name.lower() != "content-length":
@@ -214,12 +227,14 @@ class S3VerifyingFront(ThreadingHTTPServer):
         upstream_port: int,
         credentials: S3Credentials,
         anonymous_read_prefix: str | None = None,
+        upload_counter: AwsCallCounter | None = None,
     ) -> None:
         super().__init__((host, 0), _FrontHandler)
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.credentials = credentials
         self.anonymous_read_prefix = anonymous_read_prefix
+        self.upload_counter = upload_counter
         self._thread = threading.Thread(target=self.serve_forever, name="lci-s3-front", daemon=True)
 
     @property
@@ -242,7 +257,10 @@ def start_in_front_of(
     host: str,
     credentials: S3Credentials,
     anonymous_read_prefix: str | None = None,
+    upload_counter: AwsCallCounter | None = None,
 ) -> S3VerifyingFront:
     """A started front on `host` (any free port) verifying requests for moto behind it."""
-    front = S3VerifyingFront(host, upstream_host, upstream_port, credentials, anonymous_read_prefix)
+    front = S3VerifyingFront(
+        host, upstream_host, upstream_port, credentials, anonymous_read_prefix, upload_counter
+    )
     return front.start()

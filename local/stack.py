@@ -139,6 +139,7 @@ def _start_s3_front(moto_host: str, moto_port: int) -> Any:
     The executor reads the wheelhouse through it without credentials, as through its VPC
     endpoint on AWS."""
     from lambdas.shared.storage import WHEELHOUSE_PREFIX
+    from local import aws_calls
     from local.s3_front import S3Credentials, start_in_front_of
 
     credentials = S3Credentials(
@@ -150,6 +151,7 @@ def _start_s3_front(moto_host: str, moto_port: int) -> Any:
         HOST,
         credentials,
         anonymous_read_prefix=f"/{BUCKET_NAME}/{WHEELHOUSE_PREFIX}",
+        upload_counter=aws_calls.uploads_counter_from_env(),
     )
     os.environ["S3_ENDPOINT_URL"] = front.url
     return front

@@ -182,13 +182,14 @@ class Variable(TypedDict):
 
 class StateReport(TypedDict):
     uploaded: bool
+    unchanged: bool  # not uploaded: the committed snapshot is this worker's, byte for byte
     size: int
     dropped: list[str]  # not picklable, so not saved
     variables: list[Variable]
 
 
 def empty_state_report() -> StateReport:
-    return StateReport(uploaded=False, size=0, dropped=[], variables=[])
+    return StateReport(uploaded=False, unchanged=False, size=0, dropped=[], variables=[])
 
 
 class RunRequest(TypedDict):

@@ -208,9 +208,17 @@ class ExecutorInvocation(_Model):
 
 
 class StateReport(_Model):
-    """What happened to the session snapshot after the run."""
+    """What happened to the session snapshot after the run.
+
+    `uploaded`: a new snapshot is at `StateTransfer.upload_key`; the API commits it as the
+    next version. `unchanged`: nothing was uploaded because the namespace dumps to exactly the
+    snapshot of the committed version (same bytes, same variable names and types), so the API
+    keeps the version and the variables it has. Neither: the state could not be saved (the
+    warnings say why) or the run was cut short.
+    """
 
     uploaded: bool = False
+    unchanged: bool = False
     size: int = 0
     dropped: list[str] = Field(default_factory=list)  # variables that could not be pickled
     # User variables in the namespace after the run, `{name, type}` (type: the class name);

@@ -24,6 +24,8 @@ import httpx
 import psutil
 import pytest
 
+from local import aws_calls
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEYS = ("k1", "k2")
 STARTUP_TIMEOUT_SECONDS = 180  # generous: a loaded 2-core CI box
@@ -57,6 +59,10 @@ class LocalStack(TargetStack):
     process: subprocess.Popen[bytes]
     log_path: Path
     envs_root: str
+    uploads_file: Path  # the stack's count of stored POST uploads by folder (local/aws_calls.py)
+
+    def uploads(self, folder: str) -> int:
+        return aws_calls.read_counts(str(self.uploads_file)).get(folder, 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,6 +108,7 @@ def start_stack(
     driven over stdin) on a free port; returns once it is healthy."""
     port = free_port()
     log_path = tmp_dir / "stack.log"
+    uploads_file = tmp_dir / "s3-uploads.json"
     # Not under pytest's 0700 tmp dir: pool uids must be able to reach their directories.
     envs_root = tempfile.mkdtemp(prefix="lci-e2e-")
     env = {
@@ -111,6 +118,7 @@ def start_stack(
         "LCI_TMP_ROOT": envs_root,
         "OPENBLAS_NUM_THREADS": "1",
         "LCI_WHEELHOUSE_UPLOAD": "off",  # no test here installs packages; keeps CI lean
+        aws_calls.UPLOADS_FILE_ENV: str(uploads_file),
         **(extra_env or {}),
     }
     with log_path.open("wb") as log:
@@ -122,7 +130,9 @@ def start_stack(
             stdout=log,
             stderr=log,
         )
-    stack = LocalStack(f"http://127.0.0.1:{port}", API_KEYS, process, log_path, envs_root)
+    stack = LocalStack(
+        f"http://127.0.0.1:{port}", API_KEYS, process, log_path, envs_root, uploads_file
+    )
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

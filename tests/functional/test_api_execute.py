@@ -15,7 +15,7 @@ import requests
 from lambdas.api import container
 from lambdas.api.errors import RateLimited
 from lambdas.api.settings import ApiSettings
-from lambdas.shared.models import ExecutorResponse
+from lambdas.shared.models import ExecutorResponse, StateReport
 from tests.functional.conftest import (
     BUCKET,
     TABLE,
@@ -157,6 +157,31 @@ def test_run_without_snapshot_keeps_the_state_version(
     item = _session_item(sid)
     assert int(item["state_version"]) == 1 and int(item["execution_count"]) == 2
     assert "lease_id" not in item
+
+
+def test_an_unchanged_state_report_keeps_the_version_and_the_variables(
+    api: ApiClient, fake_executor: FakeExecutor
+) -> None:
+    """Issue 16: the worker skipped the upload because nothing changed; the run still counts."""
+    sid = api.new_session()
+    api.post(f"/v1/sessions/{sid}/execute", {"code": "x = 1", **FAST})
+    fake_executor.behaviour = lambda invocation: ExecutorResponse(
+        result=ok_result(invocation, session_id=invocation.session_id, duration_ms=1),
+        state=StateReport(unchanged=True, size=10, variables=[]),
+    )
+    for count in (2, 3):
+        response = api.post(f"/v1/sessions/{sid}/execute", {"code": "print(x)", **FAST})
+        assert response.json()["execution_count"] == count
+        # The next run is built from the view this process kept: the same version and key.
+        invocation = fake_executor.invocations[-1]
+        assert invocation.state.version == 1
+        assert invocation.state.upload_key == f"sessions/{sid}/state/2.pkl"
+    item = _session_item(sid)
+    assert int(item["state_version"]) == 1 and int(item["execution_count"]) == 3
+    assert "lease_id" not in item
+    detail = api.get(f"/v1/sessions/{sid}").json()
+    assert detail["execution_count"] == 3
+    assert detail["variables"] == [{"name": "x", "type": "int"}]
 
 
 def test_session_files_are_passed_to_the_executor(

@@ -229,3 +229,131 @@ def test_restoring_the_state_never_eats_into_the_timeout(
     assert restored["worker_restored"] is True
     assert restored["result"]["status"] == "ok", restored["result"]["error"]
     assert restored["result"]["result"] == {"text/plain": "'ran in time'"}
+
+
+# -- issue 16: no snapshot upload when no variable changed ------------------------------------
+
+
+def _state_keys(s3: Any, session: Session) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"sessions/{session.id}/state/")
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def _run_unchanged(s3: Any, session: Session, engine: Engine, code: str) -> dict[str, Any]:
+    """A run that changes no variable: nothing at the next state key, version kept."""
+    keys, version = _state_keys(s3, session), session.version
+    response = session.run(engine, code)
+    assert response["result"]["status"] in ("ok", "error"), response["result"]
+    assert response["state"]["uploaded"] is False, code
+    assert response["state"]["unchanged"] is True, code
+    assert _state_keys(s3, session) == keys and session.version == version
+    return response
+
+
+def _run_changed(s3: Any, session: Session, engine: Engine, code: str) -> dict[str, Any]:
+    response = session.run(engine, code)
+    assert response["state"]["uploaded"] is True, code
+    assert response["state"]["unchanged"] is False, code
+    assert f"sessions/{session.id}/state/v{session.version}" in _state_keys(s3, session)
+    return response
+
+
+# Each changes what a restore would give back (or what the API lists as the variables) while
+# the pickled bytes of much of the namespace stay equal.
+CHANGES = [
+    "a[0] = 5",  # in place: only an out-of-band buffer changes
+    "lst.append(1)",
+    "d['k'] = 2",
+    "f = open('note.txt', 'w')",  # a new unpicklable variable (dropped, listed)
+    "f = threading.Lock()",  # still dropped under the same name, another type
+    "del x",
+    "x = 1",
+    "x = 1.0",  # another type, an equal value
+    "import json as j",  # a module as a variable
+    "import os as j",  # the same name, another module
+]
+
+
+def test_a_run_that_changes_no_variable_uploads_no_snapshot(
+    s3: Any, engine: Engine, new_engine: Any
+) -> None:
+    session = Session(s3)
+    _run_changed(
+        s3,
+        session,
+        engine,
+        "import threading\nimport numpy as np\na = np.zeros(3)\nlst = []\nd = {'k': 1}\nx = 1",
+    )
+    printed = _run_unchanged(s3, session, engine, "print(x)")
+    assert printed["result"]["stdout"] == "1\n"
+    assert {"name": "x", "type": "int"} in printed["state"]["variables"]
+    _run_unchanged(s3, session, engine, "print(x)")
+    for change in CHANGES:
+        _run_changed(s3, session, engine, change)
+        _run_unchanged(s3, session, engine, "pass")
+    assert session.version == 1 + len(CHANGES)
+
+    # A new environment restores the last upload: the committed version is the latest state.
+    restored = session.run(
+        new_engine(), "float(a[0]), lst, d['k'], type(x).__name__, j.__name__, 'f' in dir()"
+    )
+    assert restored["worker_restored"] is True
+    assert restored["result"]["result"]["text/plain"] == "(5.0, [1], 2, 'float', 'os', False)"
+
+
+def test_skipped_uploads_leave_the_last_upload_for_a_new_environment(
+    s3: Any, engine: Engine, new_engine: Any
+) -> None:
+    session = Session(s3)
+    _run_changed(s3, session, engine, "import numpy as np\nframe = np.arange(10)\nx = [1]")
+    for _ in range(3):
+        _run_unchanged(s3, session, engine, "print(x, int(frame.sum()))")
+    again = session.run(new_engine(), "x, int(frame.sum())")
+    assert again["worker_restored"] is True
+    assert again["result"]["result"]["text/plain"] == "([1], 45)"
+
+
+def test_failed_and_timed_out_runs_after_a_skip_keep_the_state_right(
+    s3: Any, engine: Engine, new_engine: Any
+) -> None:
+    session = Session(s3)
+    _run_changed(s3, session, engine, "x = 1")
+    _run_unchanged(s3, session, engine, "print(x)")
+    failed = _run_unchanged(s3, session, engine, "1 / 0")
+    assert failed["result"]["error"]["name"] == "ZeroDivisionError"
+    # A failing cell that changed a variable before failing still saves it.
+    _run_changed(s3, session, engine, "x = 2\n1 / 0")
+    timed_out = answered_within(
+        2 + 20,
+        lambda: session.run(engine, "x = 3\nwhile True:\n    pass", timeout_ms=1500),
+        engine,
+        session.id,
+    )
+    assert timed_out["result"]["status"] == "timeout"
+    assert timed_out["state"]["uploaded"] is False
+    back = session.run(engine, "x")
+    assert back["worker_restored"] is True and back["result"]["result"]["text/plain"] == "2"
+    _run_unchanged(s3, session, engine, "x")
+    elsewhere = session.run(new_engine(), "x")
+    assert elsewhere["result"]["result"]["text/plain"] == "2"
+
+
+@pytest.mark.attack(
+    "tenant isolation",
+    "a run rebuilds, byte for byte, a snapshot it uploaded that the API did not commit",
+    "uploaded again: a skipped upload only ever keeps what the worker uploaded as the committed "
+    "version",
+)
+def test_an_uncommitted_upload_is_never_taken_for_unchanged_state(
+    s3: Any, engine: Engine, new_engine: Any
+) -> None:
+    """The worker uploaded `value = 'lost'`, the API did not commit it: the worker restores the
+    committed snapshot, and the same cell again must upload, though it dumps to the very bytes
+    this worker uploaded last."""
+    session = Session(s3)
+    _run_changed(s3, session, engine, "value = 'committed'")
+    _run_changed(s3, session, engine, "value = 'lost'")
+    session.version -= 1  # pretend the API rejected the second commit
+    _run_changed(s3, session, engine, "value = 'lost'")
+    again = session.run(new_engine(), "value")
+    assert again["result"]["result"]["text/plain"] == "'lost'"

@@ -110,6 +110,36 @@ def test_arrays_round_trip_out_of_band_and_stay_writable() -> None:
     assert snapshot.load_namespace(b"garbage")[1]
 
 
+def test_a_snapshot_digest_changes_with_every_byte_and_every_listed_type() -> None:
+    import numpy as np
+
+    array = np.zeros(1000)
+    lock = threading.Lock()
+
+    def digest(**namespace: Any) -> snapshot.Digest:
+        return snapshot.dump_namespace(namespace, {}).digest()
+
+    base = digest(arr=array, n=1, f=lock)
+    assert digest(arr=array, n=1, f=lock) == base  # same namespace, same digest
+    array[500] = 1.0  # in place: only the out-of-band buffer differs
+    changed = digest(arr=array, n=1, f=lock)
+    assert changed.head == base.head and changed.whole != base.whole
+    # Same bytes but for the listing: another unpicklable type under a dropped name.
+    assert digest(arr=array, n=1, f=threading.RLock()).head != changed.head
+    assert digest(arr=array, n=1.0, f=lock).head != changed.head
+    assert digest(arr=array, n=1).head != changed.head  # f gone from the dropped names
+
+
+def test_the_upload_hash_fed_the_chunks_gives_the_whole_digest() -> None:
+    import numpy as np
+
+    dumped = snapshot.dump_namespace({"arr": np.arange(100.0), "name": "x"}, {})
+    sent = dumped.upload_hash()
+    for chunk in dumped.chunks:  # what transfer.upload's observer is fed, in order
+        sent.update(memoryview(chunk).cast("B"))
+    assert sent.digest() == dumped.digest().whole
+
+
 def test_a_rebound_ipython_name_is_user_data() -> None:
     hidden = {"exit": object()}
     assert snapshot.is_snapshot_name("exit", hidden, "my value")

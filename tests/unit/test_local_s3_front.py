@@ -238,3 +238,19 @@ def test_an_expired_presigned_post_is_refused(s3, monkeypatch):
         "AccessDenied",
         "Invalid according to Policy: Policy expired.",
     )
+
+
+def test_stored_post_uploads_are_counted_by_folder_when_asked(front, s3):
+    """benchmarks/e2e.py and the e2e tests count what runs upload (local/aws_calls.py)."""
+    from local.aws_calls import AwsCallCounter
+
+    front.upload_counter = AwsCallCounter("s3")
+    try:
+        url, fields = _post(s3, key="sessions/s1/state/")
+        assert _upload(url, fields, "sessions/s1/state/1.pkl", b"a").status_code < 300
+        assert _upload(url, fields, "sessions/s1/state/2.pkl", b"b").status_code < 300
+        assert _upload(url, fields, "elsewhere/3.pkl", b"c").status_code == 403  # not stored
+        s3.put_object(Bucket=BUCKET, Key="sessions/s1/state/3.pkl", Body=b"c")  # not a POST form
+        assert front.upload_counter.counts() == {"sessions/s1/state/": 2}
+    finally:
+        front.upload_counter = None

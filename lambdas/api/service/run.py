@@ -164,6 +164,7 @@ class RunService:
         if not job.session_id:
             self._commit(job, result, compute_ms, spilled=spilled)
             return result
+        # Not uploaded (unchanged, or not saved): the committed version and variables stay.
         uploaded = response.state.uploaded and not failed
         # Conservative: a run that was cut short may have uploaded files it could not report.
         may_have_written = bool(result.files) or failed or result.status in _CUT_SHORT

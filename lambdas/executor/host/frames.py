@@ -173,6 +173,7 @@ class Variable(BaseModel):
 
 class StateReport(BaseModel):
     uploaded: Flag = False
+    unchanged: Flag = False
     size: Annotated[int, BeforeValidator(_size_or_zero)] = 0
     dropped: StrList = Field(default_factory=list)  # not picklable, so not saved
     variables: Annotated[list[Variable], BeforeValidator(_dict_list)] = Field(default_factory=list)

@@ -78,10 +78,10 @@ Content = bytes | int | list[memoryview | bytes]  # bytes, an open fd, or chunks
 
 
 def _multipart(
-    fields: dict[str, str], content: Content, size: int, content_type: str, digest: Any = None
+    fields: dict[str, str], content: Content, size: int, content_type: str, digests: list[Any]
 ) -> tuple[str, int, Iterator[bytes | memoryview]]:
     """multipart/form-data body for an S3 POST: policy fields first, the file last (fed to
-    `digest` too, when given, as it goes out)."""
+    each of `digests` too as it goes out)."""
     import secrets
 
     boundary = "lci" + secrets.token_hex(16)
@@ -109,7 +109,7 @@ def _multipart(
     def body() -> Iterator[bytes | memoryview]:
         yield bytes(head)
         for chunk in chunks():
-            if digest is not None:
+            for digest in digests:
                 digest.update(chunk)
             yield chunk
         yield tail
@@ -125,12 +125,14 @@ def upload(
     content_type: str,
     checksum: bool = False,
     timeout: float = HTTP_TIMEOUT_SECONDS,
+    observer: Any = None,
 ) -> str | None:
     """POST `content` (`size` bytes) under `key` with a presigned POST.
 
     checksum: return the stored object's ETag, S3's own if it answers one, else the MD5 of
     what was sent (S3's ETag of a single-part upload with S3-managed keys). A wrong guess costs
     one download later, never a stale file (lambdas/executor/sandbox/workspace.py SyncedFiles).
+    observer: a hash fed `content` as it is sent (the worker's snapshot digest).
     """
     import hashlib
     import urllib.request
@@ -140,7 +142,8 @@ def upload(
     # A policy that pins the content type wins over the guessed one.
     content_type = fields.get("Content-Type") or fields.get("content-type") or content_type
     digest = hashlib.md5(usedforsecurity=False) if checksum else None
-    boundary, length, body = _multipart(fields, content, size, content_type, digest)
+    digests = [hasher for hasher in (digest, observer) if hasher is not None]
+    boundary, length, body = _multipart(fields, content, size, content_type, digests)
     request = urllib.request.Request(  # noqa: S310 - presigned http(s) URL
         post["url"],
         data=cast("Iterator[bytes]", body),  # http.client sends memoryviews as they are

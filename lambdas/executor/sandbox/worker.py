@@ -53,7 +53,11 @@ class Worker:
         self.in_cell = False
         self.workspace = ""
         self.package_cache = ""
+        # The committed state version this worker's namespace holds (None: unknown), and the
+        # digest of the snapshot this worker uploaded as that version (None: it did not upload
+        # it, e.g. restored it). Both always change together (`_hold`).
         self.held_version: int | None = None
+        self.held_digest: snapshot.Digest | None = None
         self.synced_files = workspace.SyncedFiles()
         # The workspace as the last run's file report left it; what wrote there since (our
         # transfers: reset; a thread or process of that run: reported by this run) shows.
@@ -239,13 +243,14 @@ class Worker:
         restored = False
         state = inv.get("state")
         if state is not None and self.held_version != state["version"]:
+            self.held_digest = None  # whatever happens next, this worker did not dump it
             if state.get("download_url"):
                 blob = transfer.download(state["download_url"], limits.MAX_STATE_BYTES)
                 self._replace_namespace(blob, warnings)
                 restored = True
             elif self.held_version is not None:
                 self._replace_namespace(None, warnings)
-            self.held_version = state["version"]
+            self._hold(state["version"])
         files = inv.get("files")
         if files is not None:
             self._sync_files(files)
@@ -267,6 +272,13 @@ class Worker:
                 raise PackageError(str(exc)) from exc
             warnings.extend(installed or [])
         return restored
+
+    def _hold(self, version: int | None, digest: snapshot.Digest | None = None) -> None:
+        """The namespace is committed `version`; `digest`: of the snapshot this worker uploaded
+        as it. Without one, the next save uploads whatever it dumps (a false "changed" costs one
+        upload; a false "unchanged" would lose the user's state)."""
+        self.held_version = version
+        self.held_digest = digest
 
     def _replace_namespace(self, blob: bytearray | None, warnings: list[str]) -> None:
         namespace = self.shell.user_ns
@@ -374,32 +386,55 @@ class Worker:
             dumped = snapshot.dump_namespace(self.shell.user_ns, self.shell.user_ns_hidden)
         except MemoryError:
             warnings.append("session state was not saved: not enough memory to snapshot it")
-            self.held_version = None
+            self._hold(None)
             return report
         report["dropped"] = dumped.dropped
         if dumped.dropped:
             warnings.append(
                 "not saved in the session state (cannot be pickled): " + ", ".join(dumped.dropped)
             )
+        head, running = dumped.head_digest()
+        if self._unchanged(dumped, state["version"], head, running):
+            # The committed snapshot is byte for byte this one: keep it, upload nothing.
+            report["unchanged"] = True
+            report["size"] = dumped.size
+            return report
         post = state["upload"]
         cap = min(post.get("max_bytes") or limits.MAX_STATE_BYTES, limits.MAX_STATE_BYTES)
         if dumped.size > cap:
             warnings.append(f"session state was not saved: {dumped.size} bytes exceed {cap}")
-            self.held_version = None
+            self._hold(None)
             return report
+        sent = dumped.upload_hash()
         try:
             transfer.upload(
-                post, state["upload_key"], dumped.chunks, dumped.size, "application/octet-stream"
+                post,
+                state["upload_key"],
+                dumped.chunks,
+                dumped.size,
+                "application/octet-stream",
+                observer=sent,
             )
         except transfer.TransferError as exc:
             warnings.append(f"session state was not saved: {exc}")
-            self.held_version = None
+            self._hold(None)
             return report
         report["uploaded"] = True
         report["size"] = dumped.size
         # The API commits this upload as version + 1; a mismatch next time means it did not.
-        self.held_version = state["version"] + 1
+        self._hold(state["version"] + 1, snapshot.Digest(head, bytes(sent.digest())))
         return report
+
+    def _unchanged(
+        self, dumped: snapshot.Snapshot, committed: int, head: bytes, running: Any
+    ) -> bool:
+        """Whether `dumped` is what this worker uploaded as the `committed` version (`head`,
+        `running`: from its `head_digest`). The out-of-band buffers, the bulk of a DataFrame,
+        are hashed only when the listing and the header already match."""
+        held = self.held_digest
+        if held is None or self.held_version != committed or head != held.head:
+            return False
+        return dumped.finish_digest(running) == held.whole
 
     def _collect_files(
         self, inv: dict[str, Any], warnings: list[str]
