@@ -2,7 +2,8 @@
 
     python -m benchmarks.engine [--json] [--runs N]
 
-Rows: a warm Jupyter kernel round trip (jupyter_client + ipykernel, `print(2+2)`), a Jupyter
+Rows: a warm Jupyter kernel round trip (jupyter_client + ipykernel, `print(2+2)`, timed in
+blocks alternating with the engine's warm runs, so both see the same machine), a Jupyter
 kernel start (start_kernel until wait_for_ready answers, 5 runs), a cold
 `python -c` importing numpy+pandas, the engine's warm execution in a live session worker
 (measured at the handler API, p50 over >= 200 runs, once the zygote's preload is complete), a
@@ -18,6 +19,7 @@ JSON object with the summary keys.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -26,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -43,6 +45,7 @@ TARGETS = {
     "snapshot_40mb_ms": 80.0,
 }
 WARM_SPEEDUP_TARGET = 8.0  # warm exec vs the Jupyter kernel's round trip, same run
+SIDE_BY_SIDE_BLOCK = 25  # warm runs of each, alternately
 PANDAS_CELL = (
     "import pandas as pd\n"
     "frame = pd.DataFrame({'a': [1, 2, 3], 'b': ['x', 'y', 'z']})\n"
@@ -74,7 +77,10 @@ def _event(code: str, session_id: str | None) -> dict[str, Any]:
     }
 
 
-def bench_jupyter(runs: int) -> list[float]:
+@contextlib.contextmanager
+def jupyter_round_trip() -> Iterator[Callable[[], None]]:
+    """A started Jupyter kernel, as one `print(2+2)` round trip to time (execute request until
+    its reply and the kernel's idle status)."""
     from jupyter_client.manager import KernelManager
 
     manager = KernelManager(kernel_name="python3")
@@ -99,8 +105,7 @@ def bench_jupyter(runs: int) -> list[float]:
                     reply = client.get_shell_msg(timeout=30)
                     replied = reply["parent_header"].get("msg_id") == msg_id
 
-        _time_ms(round_trip, 20)
-        return _time_ms(round_trip, runs)
+        yield round_trip
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
@@ -159,8 +164,16 @@ def bench_engine(runs: int, root: str) -> dict[str, list[float]]:
         session = "bench-warm"
         event = _event("print(2+2)", session)
         assert engine.invoke(event)["result"]["stdout"] == "4\n"
-        _time_ms(lambda: engine.invoke(event), 50)
-        warm = _time_ms(lambda: engine.invoke(event), runs)
+        # Side by side with the Jupyter kernel, in alternating blocks: a machine that gets
+        # busier or quieter during the run slows or speeds both alike, so the ratio holds.
+        warm: list[float] = []
+        jupyter: list[float] = []
+        with jupyter_round_trip() as round_trip:
+            _time_ms(round_trip, 20)
+            _time_ms(lambda: engine.invoke(event), 50)
+            for _ in range(-(-runs // SIDE_BY_SIDE_BLOCK)):
+                jupyter.extend(_time_ms(round_trip, SIDE_BY_SIDE_BLOCK))
+                warm.extend(_time_ms(lambda: engine.invoke(event), SIDE_BY_SIDE_BLOCK))
 
         with_spare = []
         for _ in range(30):
@@ -211,6 +224,7 @@ def bench_engine(runs: int, root: str) -> dict[str, list[float]]:
             engine.shutdown()
     return {
         "warm": warm,
+        "jupyter": jupyter,
         "fork": fork,
         "fork_early": fork_early,
         "with_spare": with_spare,
@@ -263,7 +277,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="lci-bench-") as root:
         engine = bench_engine(runs, root)
-    jupyter = bench_jupyter(runs)
+    jupyter = engine["jupyter"]
     jupyter_start = bench_jupyter_start(5)
     cold_python = bench_subprocess(10)
     snap = bench_snapshot(7)

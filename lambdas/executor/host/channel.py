@@ -355,10 +355,19 @@ def read_fd(fd: int, buffers: dict[int, CappedBuffer], poller: Any) -> bool:
     return True
 
 
+def _readable_output_fds(worker: WorkerHandle) -> tuple[int, ...]:
+    """The worker's stdout/stderr pipes that have bytes (or their end) waiting: one poll
+    instead of a read that fails on each empty pipe, on every run."""
+    if worker.poller is None:
+        return (worker.out_fd, worker.err_fd)
+    ready = {fd for fd, _mask in worker.poller.poll(0)}
+    return tuple(fd for fd in (worker.out_fd, worker.err_fd) if fd in ready)
+
+
 def drain(worker: WorkerHandle, buffers: dict[int, CappedBuffer]) -> None:
     """Whatever the worker wrote to its fds before answering (bounded: at most 1 MiB
     per pass, then the rest stays in the pipe and the next run discards it)."""
-    for fd in (worker.out_fd, worker.err_fd):
+    for fd in _readable_output_fds(worker):
         for _ in range(16):
             if not read_fd(fd, buffers, worker.poller):
                 break
@@ -411,7 +420,7 @@ def _recv_queued(sock: socket.socket, pid: int) -> bytes:
 def discard_stale_output(worker: WorkerHandle) -> None:
     """Drop what reached the worker's fds between runs (a thread or process the last cell
     left behind, output past the last drain): it belongs to no run, least of all this one."""
-    for fd in (worker.out_fd, worker.err_fd):
+    for fd in _readable_output_fds(worker):
         for _ in range(64):  # bounded: a writer that never stops does not hold the run up
             try:
                 if not os.read(fd, _FD_READ_BYTES):
