@@ -10,6 +10,7 @@ It never unpickles and never holds state bytes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -53,6 +54,9 @@ class Engine:
         self.settings = settings or ExecutorSettings()
         self._lock = threading.Lock()
         self._pool = WorkerPool(self.settings)
+        self._package_cache = os.path.join(self.settings.root, "packages")
+        self._run_prefix = secrets.token_hex(4) + "-"
+        self._run_numbers = itertools.count(1)
         procs.set_dumpable(False)  # children cannot read our environ or memory
         if self.settings.LCI_OWN_PROCESS:
             procs.set_child_subreaper()
@@ -109,7 +113,8 @@ class Engine:
         the function itself would be killed), so a late cell still gets a `timeout` result."""
         response = self._invoke(event, budget_ms)
         # A run that never reached a worker used nothing; every result carries a receipt.
-        response["result"].setdefault("usage", ExecutionUsage().model_dump())
+        if "usage" not in response["result"]:
+            response["result"]["usage"] = ExecutionUsage().model_dump()
         return response
 
     def _invoke(self, event: Any, budget_ms: int | None) -> dict[str, Any]:
@@ -151,12 +156,14 @@ class Engine:
         cold_start = self._ensure_zygote()
         worker = self._worker_for(inv.session_id)
         prepares = needs_prepare(inv)
-        run_id = secrets.token_hex(8)
+        # Unique per run (a frame of an earlier run is told apart by it); the code of the run
+        # sees it anyway, so it need not be unguessable.
+        run_id = f"{self._run_prefix}{next(self._run_numbers)}"
         payload = protocol.encode_run_request(
             _invocation_json(inv),
             one_shot=inv.session_id is None,
             workspace=worker.workspace,
-            package_cache=os.path.join(self.settings.root, "packages"),
+            package_cache=self._package_cache,
             announce_run=prepares,
             run=run_id,
         )
