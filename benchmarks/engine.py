@@ -45,7 +45,7 @@ TARGETS = {
     "snapshot_40mb_ms": 80.0,
 }
 WARM_SPEEDUP_TARGET = 8.0  # warm exec vs the Jupyter kernel's round trip, same run
-SIDE_BY_SIDE_BLOCK = 25  # warm runs of each, alternately
+SIDE_BY_SIDE_BLOCK = 100  # warm runs of each, alternately
 PANDAS_CELL = (
     "import pandas as pd\n"
     "frame = pd.DataFrame({'a': [1, 2, 3], 'b': ['x', 'y', 'z']})\n"

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -617,3 +618,53 @@ def test_an_oversized_result_keeps_the_end_of_its_streams() -> None:
     assert results.json_size(result) <= 6000
     assert result["stdout"].startswith("line 0\n") and result["stdout"].endswith("line 1999\n")
     assert result["outputs"][0]["text"].endswith("line 1999\n")
+
+
+class _Poller:
+    """A poll object that is never ready, or ready after `ready_after` polls."""
+
+    def __init__(self, ready_after: int | None) -> None:
+        self.polls = 0
+        self.ready_after = ready_after
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.polls += 1
+        return [(3, 1)] if self.ready_after is not None and self.polls > self.ready_after else []
+
+
+def _spinner(monkeypatch: pytest.MonkeyPatch, cpus: int, load: float) -> channel.Spinner:
+    monkeypatch.setattr(channel.os, "getloadavg", lambda: (load, load, load))
+    spinner = channel.Spinner()
+    spinner.cpus = cpus
+    return spinner
+
+
+def test_the_parent_spins_for_a_quick_answer_only_with_a_cpu_to_spare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    soon = time.perf_counter() + 0.05
+    # A second CPU and a quiet machine: the answer is picked up while spinning.
+    poller = _Poller(ready_after=3)
+    assert _spinner(monkeypatch, cpus=2, load=0.5).wait(poller, soon) == [(3, 1)]
+    # One CPU: spinning would take it from the worker; nothing is polled.
+    poller = _Poller(ready_after=0)
+    assert _spinner(monkeypatch, cpus=1, load=0.0).wait(poller, soon) == []
+    assert poller.polls == 0
+    # A machine as busy as its CPUs: no spinning, for many runs.
+    spinner = _spinner(monkeypatch, cpus=2, load=2.5)
+    assert spinner.wait(_Poller(ready_after=0), soon) == []
+    assert spinner.skipped == channel.Spinner.BUSY_BACKOFF_RUNS
+
+
+def test_a_spin_that_ends_empty_handed_pauses_spinning_for_a_few_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spinner = _spinner(monkeypatch, cpus=2, load=0.0)
+    started = time.perf_counter()
+    assert spinner.wait(_Poller(ready_after=None), started + 0.002) == []
+    assert time.perf_counter() - started < 0.5  # bounded by its window
+    for _ in range(channel.Spinner.BACKOFF_RUNS):
+        poller = _Poller(ready_after=0)
+        assert spinner.wait(poller, time.perf_counter() + 0.05) == []
+        assert poller.polls == 0
+    assert spinner.wait(_Poller(ready_after=0), time.perf_counter() + 0.05) == [(3, 1)]

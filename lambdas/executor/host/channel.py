@@ -211,6 +211,46 @@ class ExchangeObserver:
 _NO_OBSERVER = ExchangeObserver()
 
 
+class Spinner:
+    """Busy-polls for a worker's answer for a moment before sleeping in poll(): a quick cell's
+    answer then reaches a parent that is still on its CPU, instead of waking it (~0.1 ms of a
+    0.6 ms warm run here). Only where the worker has a CPU of its own (two or more, and the
+    machine is not busier than that), and only while it pays: a spin that ends without an
+    answer turns spinning off for the next few runs, so a run of long cells spends at most
+    one window in five, and a busy machine none."""
+
+    WINDOW_S = 0.001
+    BACKOFF_RUNS = 4  # after a window that ended empty-handed
+    BUSY_BACKOFF_RUNS = 64  # after finding the machine busy
+
+    def __init__(self) -> None:
+        try:
+            self.cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = 1
+        self.skipped = 0
+
+    def wait(self, poller: Any, until: float) -> list[tuple[int, int]]:
+        """What `poller` has ready before `until` (perf_counter), or [] to block instead."""
+        if self.cpus < 2:
+            return []
+        if self.skipped:
+            self.skipped -= 1
+            return []
+        if os.getloadavg()[0] >= self.cpus:
+            self.skipped = self.BUSY_BACKOFF_RUNS  # no CPU to spare: spinning would steal
+            return []
+        while time.perf_counter() < until:
+            ready = poller.poll(0)
+            if ready:
+                return ready
+        self.skipped = self.BACKOFF_RUNS
+        return []
+
+
+SPINNER = Spinner()
+
+
 def needs_prepare(inv: ExecutorInvocation) -> bool:
     """Whether the worker may transfer something before the cell: it then announces the cell's
     start, so the transfers get PREPARE_BUDGET_S and never eat into (or extend) the timeout."""
@@ -252,6 +292,7 @@ def exchange(
         return outcome
     except OSError:
         return outcome
+    spin_until = time.perf_counter() + Spinner.WINDOW_S
     reader = protocol.FrameReader(
         RESULT_FRAME_FACTOR * spec.result_bytes + RESULT_FRAME_SLACK_BYTES
     )
@@ -273,7 +314,9 @@ def exchange(
             return outcome
         observer.tick(out, err)
         wait = min(remaining, observer.wait_limit())
-        for fd, _mask in poller.poll(wait * 1000 + 1):
+        ready = SPINNER.wait(poller, spin_until) if spin_until else []
+        spin_until = 0.0  # one window per run
+        for fd, _mask in ready or poller.poll(wait * 1000 + 1):
             if fd == worker.pid_fd:
                 # Dead, though a descendant may keep the socket open: take what is queued.
                 reader.feed(_recv_queued(sock, worker.pid))

@@ -369,7 +369,12 @@ def build_shell(ipython_dir: str) -> SandboxShell:
     # instance(): IPython.display.display() publishes through the singleton only.
     shell = SandboxShell.instance(config=config)
     shell.input_transformer_manager = _TransformerManager()
+    replaced = shell.display_pub
     shell.display_pub = CapturingDisplayPublisher(shell=shell)
+    # IPython's own publisher registered its hooks; replaced, it would still run on every cell.
+    for event, hook in (("pre_execute", "_on_pre_execute"), ("post_execute", "_on_post_execute")):
+        with contextlib.suppress(ValueError, AttributeError):
+            shell.events.unregister(event, getattr(replaced, hook))
     shell.displayhook = CapturingDisplayHook(shell=shell)
     shell.display_trap.hook = shell.displayhook
     _guard_display_formatter(shell)
