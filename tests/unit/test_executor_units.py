@@ -632,8 +632,8 @@ class _Poller:
         return [(3, 1)] if self.ready_after is not None and self.polls > self.ready_after else []
 
 
-def _spinner(monkeypatch: pytest.MonkeyPatch, cpus: int, load: float) -> channel.Spinner:
-    monkeypatch.setattr(channel.os, "getloadavg", lambda: (load, load, load))
+def _spinner(monkeypatch: pytest.MonkeyPatch, cpus: int, load: int) -> channel.Spinner:
+    monkeypatch.setattr(channel.Spinner, "runnable", staticmethod(lambda: load))
     spinner = channel.Spinner()
     spinner.cpus = cpus
     return spinner
@@ -645,13 +645,13 @@ def test_the_parent_spins_for_a_quick_answer_only_with_a_cpu_to_spare(
     soon = time.perf_counter() + 0.05
     # A second CPU and a quiet machine: the answer is picked up while spinning.
     poller = _Poller(ready_after=3)
-    assert _spinner(monkeypatch, cpus=2, load=0.5).wait(poller, soon) == [(3, 1)]
+    assert _spinner(monkeypatch, cpus=2, load=2).wait(poller, soon) == [(3, 1)]
     # One CPU: spinning would take it from the worker; nothing is polled.
     poller = _Poller(ready_after=0)
-    assert _spinner(monkeypatch, cpus=1, load=0.0).wait(poller, soon) == []
+    assert _spinner(monkeypatch, cpus=1, load=1).wait(poller, soon) == []
     assert poller.polls == 0
-    # A machine as busy as its CPUs: no spinning, for many runs.
-    spinner = _spinner(monkeypatch, cpus=2, load=2.5)
+    # More tasks ready to run than CPUs: no spinning, for many runs.
+    spinner = _spinner(monkeypatch, cpus=2, load=3)
     assert spinner.wait(_Poller(ready_after=0), soon) == []
     assert spinner.skipped == channel.Spinner.BUSY_BACKOFF_RUNS
 
@@ -659,7 +659,7 @@ def test_the_parent_spins_for_a_quick_answer_only_with_a_cpu_to_spare(
 def test_a_spin_that_ends_empty_handed_pauses_spinning_for_a_few_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spinner = _spinner(monkeypatch, cpus=2, load=0.0)
+    spinner = _spinner(monkeypatch, cpus=2, load=2)
     started = time.perf_counter()
     assert spinner.wait(_Poller(ready_after=None), started + 0.002) == []
     assert time.perf_counter() - started < 0.5  # bounded by its window

@@ -230,6 +230,22 @@ class Spinner:
             self.cpus = 1
         self.skipped = 0
 
+    @staticmethod
+    def runnable() -> int:
+        """Tasks running or ready to run on the machine right now (this parent and the
+        worker it just woke among them): /proc/loadavg's fourth field, not an average."""
+        try:
+            fd = os.open("/proc/loadavg", os.O_RDONLY)
+        except OSError:
+            return 0
+        try:
+            fields = os.read(fd, 128).split()
+            return int(fields[3].split(b"/")[0])
+        except (OSError, IndexError, ValueError):
+            return 0
+        finally:
+            os.close(fd)
+
     def wait(self, poller: Any, until: float) -> list[tuple[int, int]]:
         """What `poller` has ready before `until` (perf_counter), or [] to block instead."""
         if self.cpus < 2:
@@ -237,7 +253,7 @@ class Spinner:
         if self.skipped:
             self.skipped -= 1
             return []
-        if os.getloadavg()[0] >= self.cpus:
+        if self.runnable() > self.cpus:
             self.skipped = self.BUSY_BACKOFF_RUNS  # no CPU to spare: spinning would steal
             return []
         while time.perf_counter() < until:
