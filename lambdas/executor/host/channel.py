@@ -221,7 +221,7 @@ class Spinner:
 
     WINDOW_S = 0.001
     BACKOFF_RUNS = 4  # after a window that ended empty-handed
-    BUSY_BACKOFF_RUNS = 64  # after finding the machine busy
+    BUSY_BACKOFF_RUNS = 8  # after finding the machine busy (a momentary reading)
 
     def __init__(self) -> None:
         try:
