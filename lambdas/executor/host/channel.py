@@ -214,21 +214,19 @@ _NO_OBSERVER = ExchangeObserver()
 class Spinner:
     """Busy-polls for a worker's answer for a moment before sleeping in poll(): a quick cell's
     answer then reaches a parent that is still on its CPU, instead of waking it (~0.1 ms of a
-    0.6 ms warm run here). Only where the worker has a CPU of its own (two or more, and the
-    machine is not busier than that), and only while it pays: a spin that ends without an
-    answer turns spinning off for the next few runs, so a run of long cells spends at most
-    one window in five, and a busy machine none."""
+    0.6 ms warm run here). Only where it pays and takes nothing from anyone: the worker has a
+    CPU of its own (two or more, and no more tasks runnable right now than CPUs), and the
+    last answer came within the window (answers that take longer, long cells or a loaded
+    machine, turn it off until one comes quickly again)."""
 
     WINDOW_S = 0.001
-    BACKOFF_RUNS = 4  # after a window that ended empty-handed
-    BUSY_BACKOFF_RUNS = 8  # after finding the machine busy (a momentary reading)
 
     def __init__(self) -> None:
         try:
             self.cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             self.cpus = 1
-        self.skipped = 0
+        self.quick = True  # the last answer came within the window
 
     @staticmethod
     def runnable() -> int:
@@ -248,20 +246,17 @@ class Spinner:
 
     def wait(self, poller: Any, until: float) -> list[tuple[int, int]]:
         """What `poller` has ready before `until` (perf_counter), or [] to block instead."""
-        if self.cpus < 2:
-            return []
-        if self.skipped:
-            self.skipped -= 1
-            return []
-        if self.runnable() > self.cpus:
-            self.skipped = self.BUSY_BACKOFF_RUNS  # no CPU to spare: spinning would steal
+        if self.cpus < 2 or not self.quick or self.runnable() > self.cpus:
             return []
         while time.perf_counter() < until:
             ready = poller.poll(0)
             if ready:
                 return ready
-        self.skipped = self.BACKOFF_RUNS
         return []
+
+    def answered(self, seconds: float) -> None:
+        """How long the worker took to answer (or to write first), spinning or not."""
+        self.quick = seconds < self.WINDOW_S
 
 
 SPINNER = Spinner()
@@ -308,7 +303,8 @@ def exchange(
         return outcome
     except OSError:
         return outcome
-    spin_until = time.perf_counter() + Spinner.WINDOW_S
+    sent_at = time.perf_counter()
+    spin_until = sent_at + Spinner.WINDOW_S
     reader = protocol.FrameReader(
         RESULT_FRAME_FACTOR * spec.result_bytes + RESULT_FRAME_SLACK_BYTES
     )
@@ -330,9 +326,13 @@ def exchange(
             return outcome
         observer.tick(out, err)
         wait = min(remaining, observer.wait_limit())
-        ready = SPINNER.wait(poller, spin_until) if spin_until else []
-        spin_until = 0.0  # one window per run
-        for fd, _mask in ready or poller.poll(wait * 1000 + 1):
+        if spin_until:  # once per run: the window, then what the first wait took
+            ready = SPINNER.wait(poller, spin_until) or poller.poll(wait * 1000 + 1)
+            SPINNER.answered(time.perf_counter() - sent_at)
+            spin_until = 0.0
+        else:
+            ready = poller.poll(wait * 1000 + 1)
+        for fd, _mask in ready:
             if fd == worker.pid_fd:
                 # Dead, though a descendant may keep the socket open: take what is queued.
                 reader.feed(_recv_queued(sock, worker.pid))
