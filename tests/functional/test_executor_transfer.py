@@ -130,6 +130,18 @@ def test_state_survives_a_new_environment(s3: Any, engine: Engine, new_engine: A
     assert restored["result"]["result"]["text/plain"] == "(14, 'numpy')"
 
 
+def test_a_saved_run_reports_each_warning_once(s3: Any, engine: Engine) -> None:
+    # The cell goes to the parent before the saving; what is added after it arrives apart.
+    session = Session(s3)
+    response = session.run(engine, "exit()\nx = 1")
+    assert response["state"]["uploaded"] is True
+    warnings = response["result"]["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("exit() does nothing"), warnings
+    dropped = session.run(engine, "import threading\nlock = threading.Lock()")
+    notes = dropped["result"]["warnings"]
+    assert [note for note in notes if "lock" in note] == notes and len(notes) == 1, notes
+
+
 def test_a_crash_restores_the_last_committed_state(s3: Any, engine: Engine) -> None:
     session = Session(s3)
     assert session.run(engine, "total = 41")["state"]["uploaded"] is True

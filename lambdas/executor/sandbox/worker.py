@@ -226,13 +226,16 @@ class Worker:
         restored: bool = False,
         cell_sent: bool = False,
     ) -> protocol.ResultFrame:
-        cell["warnings"] = cell["warnings"] + warnings + self.package_warnings
+        # A cell sent before the saving went with its own warnings: only what came after
+        # (preparing, saving, installs) is late.
+        late = warnings + self.package_warnings
+        cell["warnings"] = cell["warnings"] + late
         self.package_warnings = []
         return protocol.ResultFrame(
             kind="result",
             run=self.run_id,
             cell=None if cell_sent else cell,
-            late_warnings=cell["warnings"] if cell_sent else [],
+            late_warnings=late if cell_sent else [],
             files=files,
             state=state_report or protocol.empty_state_report(),
             restored=restored,
