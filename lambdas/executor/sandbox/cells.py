@@ -26,11 +26,16 @@ from IPython.core.macro import Macro
 from IPython.core.splitinput import LineInfo
 from traitlets import All
 
-# What IPython's input transformers act on: magics and `x = %magic`, `!cmd`, `obj?`, autocall
-# escapes at a line start (`/f x`, `,f x`, `;f x`), prompts pasted with the code (`>>> `,
-# `... `, `In [1]: `), and top-level `await` / `async for` / `async with`.
+# What IPython's token transformers look for: magics and `x = %magic`, `!cmd` and `x = !cmd`,
+# `obj?`, autocall escapes at a line start (`/f x`, `,f x`, `;f x`). sandbox/kernel.py skips
+# the token pass of a cell without it.
+IPYTHON_SYNTAX_PATTERN = r"[%!?]|^[ \t]*[/,;]"
+# And what else sends a cell to IPython: prompts pasted with the code (`>>> `, `... `,
+# `In [1]: `), top-level `await` / `async for` / `async with`, and a call IPython's history
+# treats apart (`%paste`).
 _SPECIAL_SYNTAX = re.compile(
-    r"[%!?]|^[ \t]*(?:[/,;]|>>>|\.\.\.)|In \[\d|await|async|get_ipython\(\)\.run_line_magic\(",
+    IPYTHON_SYNTAX_PATTERN
+    + r"|^[ \t]*(?:>>>|\.\.\.)|In \[\d|await|async|get_ipython\(\)\.run_line_magic\(",
     re.MULTILINE,
 )
 # Lines of only blanks: IPython's `leading_indent` (textwrap.dedent) would empty them.
@@ -52,19 +57,24 @@ def _assign(owner: Any, name: str, value: Any) -> None:
         owner._trait_values[name] = value
 
 
+def _transformers(shell: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """The input transformers of `shell`'s manager, as lists to compare."""
+    manager = shell.input_transformer_manager
+    return (
+        list(manager.cleanup_transforms),
+        list(manager.line_transforms),
+        list(manager.token_transformers),
+    )
+
+
 class PlainCellRunner:
     """Runs plain cells of one shell; `run` says False for a cell it leaves to IPython."""
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        manager = shell.input_transformer_manager
         # The transformers a plain cell passes through unchanged; anything added later (an
         # extension, a user's `input_transformers_cleanup.append`) sends cells to IPython.
-        self._default_transformers = (
-            list(manager.cleanup_transforms),
-            list(manager.line_transforms),
-            list(manager.token_transformers),
-        )
+        self._default_transformers = _transformers(shell)
         prefilter = shell.prefilter_manager
         self._default_checkers = list(prefilter._checkers)
         # Which checker is enabled decides what a one-line cell becomes (_prefilter_keeps).
@@ -79,7 +89,6 @@ class PlainCellRunner:
 
     def _eligible(self, raw: str) -> bool:
         shell = self.shell
-        manager = shell.input_transformer_manager
         return (
             bool(raw)
             and not raw.isspace()
@@ -92,12 +101,7 @@ class PlainCellRunner:
             and not shell.trio_runner
             and not shell.custom_exceptions
             and not shell.logger.log_active
-            and (
-                list(manager.cleanup_transforms),
-                list(manager.line_transforms),
-                list(manager.token_transformers),
-            )
-            == self._default_transformers
+            and _transformers(shell) == self._default_transformers
         )
 
     def _prefilter_keeps(self, line: str) -> bool:

@@ -139,9 +139,8 @@ def _refuse_unsatisfiable_pins(specs: list[str]) -> None:
         raise PackageNotAvailable(f"{'; '.join(conflicts)}; {PACKAGES_HINT}")
 
 
-# What IPython's token transformers (magics and `x = %magic`, `!cmd` and `x = !cmd`, `obj?`,
-# autocall escapes) look for: a cell with none of it goes through them unchanged.
-_TOKEN_SYNTAX = re.compile(r"[%!?]|^[ \t]*[/,;]", re.MULTILINE)
+# A cell with none of what IPython's token transformers look for goes through them unchanged.
+_TOKEN_SYNTAX = re.compile(cells.IPYTHON_SYNTAX_PATTERN, re.MULTILINE)
 
 
 class _TransformerManager(TransformerManager):
