@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 
 import anyio
 import httpx
@@ -123,8 +124,11 @@ def test_environments_cannot_read_each_others_files_or_signal_each_others_proces
     if "environments all run as" in local_stack.log_path.read_text():
         pytest.skip("this machine cannot give environments their own uids (see the stack log)")
     victim, attacker = client.create_session(), client.create_session()
+    # A name of this run's own: where /tmp cannot be private (the code under /tmp, see
+    # local/isolation.py) an earlier run's file, owned by another uid, would still be there.
+    planted_path = f"/tmp/planted-{uuid.uuid4().hex}.txt"
     planted = client.execute(
-        "import os\nopen('/tmp/planted.txt', 'w').write('secret')\n"
+        f"import os\nopen({planted_path!r}, 'w').write('secret')\n"
         "open('mine.txt', 'w').write('secret')\n"
         "print(os.getpid(), os.getuid(), os.path.abspath('mine.txt'))",
         session_id=victim.session_id,
@@ -135,7 +139,7 @@ def test_environments_cannot_read_each_others_files_or_signal_each_others_proces
         "import json, os\n"
         f"pid, uid = {int(pid)}, {int(uid)}\n"
         "outcomes = [os.getuid() != uid]\n"
-        f"for target in ('/tmp/planted.txt', {path!r}):\n"
+        f"for target in ({planted_path!r}, {path!r}):\n"
         "    try:\n        open(target).read(); outcomes.append('read')\n"
         "    except OSError as exc:\n        outcomes.append(type(exc).__name__)\n"
         "try:\n    os.kill(pid, 0); outcomes.append('signalled')\n"
